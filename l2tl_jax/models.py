@@ -1,0 +1,272 @@
+"""Encoders, classifier heads and the two-headed transfer model (Flax Linen).
+
+The transfer model is one encoder shared by a source head and a target head:
+
+  params = {'encoder': ..., 'src_head': ..., 'tgt_head': ...}
+
+Either head may be absent (``num_src_classes=0`` for scratch / fine-tuning,
+``num_tgt_classes=0`` for source pre-training). Encoders are looked up by name
+in a registry so new architectures plug in without touching the train steps.
+Encoders take ``train`` so that ones with batch statistics or dropout can use
+it; non-parameter collections (e.g. ``batch_stats``) travel in the train state
+as ``model_state``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ModuleDef = Any
+
+_ENCODERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_encoder(name: str):
+  """Class decorator adding an encoder factory to the registry under `name`."""
+
+  def wrap(factory):
+    if name in _ENCODERS:
+      raise ValueError(f"Encoder {name!r} is already registered.")
+    _ENCODERS[name] = factory
+    return factory
+
+  return wrap
+
+
+def encoder_names() -> list[str]:
+  """Names accepted by `make_encoder`."""
+  return sorted(_ENCODERS)
+
+
+def make_encoder(name: str, **kwargs) -> nn.Module:
+  """Builds the encoder registered as `name`.
+
+  Raises:
+    ValueError: for an unknown name, listing the known ones.
+  """
+  if name not in _ENCODERS:
+    raise ValueError(
+        f"Unknown encoder {name!r}; known encoders: {encoder_names()}. "
+        "Register new ones with @l2tl_jax.models.register_encoder."
+    )
+  return _ENCODERS[name](**kwargs)
+
+
+@register_encoder("lenet")
+class LeNet(nn.Module):
+  """The reference's LeNet-like encoder.
+
+  conv 5x5x32 same + ReLU, maxpool 2; conv 5x5x32 same + ReLU, maxpool 2;
+  flatten; dense 512 ReLU; dense 128 ReLU. Glorot-uniform kernels, zero
+  biases, no dropout (the reference's dropout calls are no-ops).
+  """
+
+  features: int = 128
+  hidden: int = 512
+  conv_features: int = 32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Maps images [B, H, W, C] to features [B, features]."""
+    del train  # No train-dependent layers.
+    dense = functools.partial(
+        nn.Dense, kernel_init=nn.initializers.glorot_uniform()
+    )
+    conv = functools.partial(
+        nn.Conv,
+        kernel_size=(5, 5),
+        padding="SAME",
+        kernel_init=nn.initializers.glorot_uniform(),
+    )
+    x = nn.relu(conv(self.conv_features, name="conv1")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.relu(conv(self.conv_features, name="conv2")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = x.reshape((x.shape[0], -1))  # [B, H/4 * W/4 * conv_features]
+    x = nn.relu(dense(self.hidden, name="fc1")(x))
+    return nn.relu(dense(self.features, name="fc2")(x))
+
+
+class ResNetBlock(nn.Module):
+  """Basic residual block (two 3x3 convolutions)."""
+
+  filters: int
+  strides: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    norm = functools.partial(
+        nn.BatchNorm, use_running_average=not train, momentum=0.9
+    )
+    residual = x
+    y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False)(x)
+    y = nn.relu(norm()(y))
+    y = nn.Conv(self.filters, (3, 3), use_bias=False)(y)
+    y = norm(scale_init=nn.initializers.zeros)(y)
+    if residual.shape != y.shape:
+      residual = nn.Conv(
+          self.filters, (1, 1), self.strides, use_bias=False, name="proj"
+      )(residual)
+      residual = norm(name="proj_norm")(residual)
+    return nn.relu(residual + y)
+
+
+@register_encoder("resnet")
+class ResNet(nn.Module):
+  """A small CIFAR-style ResNet with batch norm (ResNet-20 by default).
+
+  Stage widths `widths`, `blocks_per_stage` basic blocks each, global average
+  pooling to a [B, widths[-1]] feature.
+  """
+
+  widths: tuple[int, ...] = (16, 32, 64)
+  blocks_per_stage: int = 3
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Maps images [B, H, W, C] to features [B, widths[-1]]."""
+    x = nn.Conv(self.widths[0], (3, 3), use_bias=False, name="stem")(x)
+    x = nn.relu(
+        nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    )
+    for stage, filters in enumerate(self.widths):
+      for block in range(self.blocks_per_stage):
+        strides = 2 if stage > 0 and block == 0 else 1
+        x = ResNetBlock(filters, strides)(x, train=train)
+    return jnp.mean(x, axis=(1, 2))
+
+
+class Head(nn.Module):
+  """Linear classifier head; kernel ~ N(0, 0.05^2), zero bias (reference)."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, features: jax.Array) -> jax.Array:
+    """Maps features [B, F] to logits [B, num_classes]."""
+    return nn.Dense(
+        self.num_classes, kernel_init=nn.initializers.normal(stddev=0.05)
+    )(features)
+
+
+HEADS = ("src", "tgt")
+
+
+class TransferModel(nn.Module):
+  """One encoder with an optional source head and an optional target head."""
+
+  encoder: ModuleDef
+  num_src_classes: int = 0
+  num_tgt_classes: int = 0
+
+  def setup(self):
+    if self.num_src_classes:
+      self.src_head = Head(self.num_src_classes)
+    if self.num_tgt_classes:
+      self.tgt_head = Head(self.num_tgt_classes)
+
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Encodes images [B, H, W, C] into features [B, F]."""
+    return self.encoder(x, train=train)
+
+  def classify(self, features: jax.Array, head: str) -> jax.Array:
+    """Applies head 'src' or 'tgt' to features [B, F] -> logits [B, classes]."""
+    if head == "src":
+      return self.src_head(features)
+    if head == "tgt":
+      return self.tgt_head(features)
+    raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+
+  def init_all(self, x: jax.Array) -> dict[str, jax.Array]:
+    """Touches every submodule; used only by `init_variables`."""
+    features = self(x, train=False)
+    logits = {}
+    if self.num_src_classes:
+      logits["src"] = self.src_head(features)
+    if self.num_tgt_classes:
+      logits["tgt"] = self.tgt_head(features)
+    return logits
+
+
+def make_model(
+    encoder: str,
+    *,
+    num_src_classes: int = 0,
+    num_tgt_classes: int = 0,
+    encoder_kwargs: dict[str, Any] | None = None,
+) -> TransferModel:
+  """Builds a `TransferModel` around the registered encoder `encoder`."""
+  if num_src_classes < 0 or num_tgt_classes < 0:
+    raise ValueError("Class counts must be >= 0.")
+  if not (num_src_classes or num_tgt_classes):
+    raise ValueError("A model needs at least one head (source or target).")
+  return TransferModel(
+      encoder=make_encoder(encoder, **(encoder_kwargs or {})),
+      num_src_classes=num_src_classes,
+      num_tgt_classes=num_tgt_classes,
+  )
+
+
+def init_variables(
+    model: TransferModel, rng: jax.Array, image_shape: tuple[int, ...]
+) -> tuple[Any, Any]:
+  """Initialises a model.
+
+  Args:
+    model: the transfer model.
+    rng: PRNG key.
+    image_shape: one image's shape (H, W, C).
+
+  Returns:
+    (params, model_state): the 'params' collection and a dict of the other
+    collections (empty for encoders without batch statistics).
+  """
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = model.init(rng, dummy, method=TransferModel.init_all)
+  variables = dict(variables)
+  params = variables.pop("params")
+  return params, variables
+
+
+def apply_encoder(
+    model: TransferModel,
+    params: Any,
+    model_state: Any,
+    images: jax.Array,
+    *,
+    train: bool,
+) -> tuple[jax.Array, Any]:
+  """Runs the encoder.
+
+  Args:
+    model: the transfer model.
+    params: its 'params' collection.
+    model_state: dict of non-param collections (may be empty).
+    images: [B, H, W, C].
+    train: training mode (updates batch statistics when the encoder has them).
+
+  Returns:
+    (features [B, F], new model_state).
+  """
+  variables = {"params": params, **model_state}
+  if train and model_state:
+    features, updates = model.apply(
+        variables, images, train=True, mutable=list(model_state)
+    )
+    return features, {**model_state, **updates}
+  return model.apply(variables, images, train=train), model_state
+
+
+def apply_head(
+    model: TransferModel, params: Any, features: jax.Array, head: str
+) -> jax.Array:
+  """Applies head 'src' or 'tgt' to features [B, F] -> logits [B, classes]."""
+  return model.apply(
+      {"params": params}, features, head, method=TransferModel.classify
+  )

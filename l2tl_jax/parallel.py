@@ -1,0 +1,153 @@
+"""How steps are compiled and placed: one device, a device mesh, or pmap.
+
+* 'jit': `jax.jit` on the default device.
+* 'mesh': `jax.jit` over a 1-D device mesh; the train state is replicated
+  and every batch leaf is split along its leading axis over the 'data' mesh
+  axis. The step is written for the global batch and the compiler inserts the
+  collectives (what current JAX recommends).
+* 'pmap': `jax.pmap` over the same devices; the step sees its local shard
+  and calls psum/all_gather on the named axis itself. State carries a leading
+  device axis.
+
+Data-parallel L2TL draws the policy sample from the replicated state key, so
+every device uses the same action, and the source top-k runs over the global
+batch: results equal the single-device run up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MODES = ("jit", "mesh", "pmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class Parallelism:
+  """Compilation and placement for steps.
+
+  Attributes:
+    mode: 'jit', 'mesh' or 'pmap'.
+    num_devices: devices to use for 'mesh'/'pmap' (None: all local devices).
+    axis: name of the data-parallel axis.
+    max_traces: how often a step may be traced before it is an error
+      (`chex.assert_max_traces`): steps must compile once.
+  """
+
+  mode: str = "jit"
+  num_devices: int | None = None
+  axis: str = "data"
+  max_traces: int = 1
+
+  def __post_init__(self):
+    if self.mode not in MODES:
+      raise ValueError(f"parallelism mode must be one of {MODES}, got {self.mode!r}")
+    available = jax.local_device_count()
+    if self.num_devices is not None and not 1 <= self.num_devices <= available:
+      raise ValueError(
+          f"num_devices={self.num_devices} but {available} local devices exist."
+      )
+
+  @property
+  def axis_name(self) -> str | None:
+    """The collective axis the step must use itself (only under pmap)."""
+    return self.axis if self.mode == "pmap" else None
+
+  @property
+  def devices(self) -> list[jax.Device]:
+    if self.mode == "jit":
+      return jax.local_devices()[:1]
+    return jax.local_devices()[: self.num_devices or jax.local_device_count()]
+
+  @property
+  def size(self) -> int:
+    """Number of devices a global batch is split over."""
+    return len(self.devices)
+
+  def mesh(self) -> jax.sharding.Mesh:
+    return jax.sharding.Mesh(np.asarray(self.devices), (self.axis,))
+
+  def _shardings(self) -> tuple[NamedSharding, NamedSharding]:
+    mesh = self.mesh()
+    return NamedSharding(mesh, P()), NamedSharding(mesh, P(self.axis))
+
+  def compile_step(self, fn: Callable) -> Callable:
+    """Compiles `fn(state, batch) -> (state, metrics)`, donating the state."""
+    fn = chex.assert_max_traces(fn, n=self.max_traces)
+    if self.mode == "jit":
+      return jax.jit(fn, donate_argnums=0)
+    if self.mode == "mesh":
+      replicated, data = self._shardings()
+      return jax.jit(
+          fn,
+          in_shardings=(replicated, data),
+          out_shardings=(replicated, replicated),
+          donate_argnums=0,
+      )
+    return jax.pmap(
+        fn, axis_name=self.axis, devices=self.devices, donate_argnums=0
+    )
+
+  def compile_eval(self, fn: Callable) -> Callable:
+    """Compiles `fn(params, model_state, batch) -> sums` (no donation)."""
+    if self.mode == "jit":
+      return jax.jit(fn)
+    if self.mode == "mesh":
+      replicated, data = self._shardings()
+      return jax.jit(
+          fn,
+          in_shardings=(replicated, replicated, data),
+          out_shardings=replicated,
+      )
+    return jax.pmap(fn, axis_name=self.axis, devices=self.devices)
+
+  def check_batch(self, batch: Any) -> None:
+    """Raises ValueError if a leading batch axis does not split evenly."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
+      if np.shape(leaf)[0] % self.size:
+        raise ValueError(
+            f"Batch entry {jax.tree_util.keystr(path)} has leading size "
+            f"{np.shape(leaf)[0]}, not divisible by {self.size} devices; "
+            "choose batch sizes that are multiples of the device count."
+        )
+
+  def put_batch(self, batch: Any) -> Any:
+    """Places a host batch for the compiled step."""
+    if self.mode == "jit":
+      return jax.device_put(batch, self.devices[0])
+    self.check_batch(batch)
+    if self.mode == "mesh":
+      return jax.device_put(batch, self._shardings()[1])
+    n = self.size
+    return jax.tree.map(
+        lambda x: np.reshape(x, (n, np.shape(x)[0] // n, *np.shape(x)[1:])),
+        batch,
+    )
+
+  def put_replicated(self, tree: Any) -> Any:
+    """Places a pytree (train state, params) for the compiled step."""
+    if self.mode == "jit":
+      return jax.device_put(tree, self.devices[0])
+    if self.mode == "mesh":
+      return jax.device_put(tree, self._shardings()[0])
+    n = self.size
+    # pmap splits the leading axis over its devices on the first call.
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
+
+  def unreplicate(self, tree: Any) -> Any:
+    """The single copy of a placed pytree (drops pmap's device axis)."""
+    if self.mode == "pmap":
+      return jax.tree.map(lambda x: x[0], tree)
+    return tree
+
+  def metrics_to_host(self, metrics: Any) -> Any:
+    """Metrics as host numpy scalars (pmap returns one copy per device)."""
+    return jax.device_get(self.unreplicate(metrics))
