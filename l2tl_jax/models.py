@@ -93,16 +93,36 @@ class LeNet(nn.Module):
     return nn.relu(dense(self.features, name="fc2")(x))
 
 
+@register_encoder("mlp")
+class MLP(nn.Module):
+  """Flatten then ReLU dense layers: for small inputs and quick tests."""
+
+  hidden: tuple[int, ...] = (64, 32)
+
+  @nn.compact
+  def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    """Maps inputs [B, ...] to features [B, hidden[-1]]."""
+    del train
+    x = x.reshape((x.shape[0], -1))
+    for width in self.hidden:
+      x = nn.relu(nn.Dense(width)(x))
+    return x
+
+
 class ResNetBlock(nn.Module):
   """Basic residual block (two 3x3 convolutions)."""
 
   filters: int
   strides: int = 1
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
     norm = functools.partial(
-        nn.BatchNorm, use_running_average=not train, momentum=0.9
+        nn.BatchNorm,
+        use_running_average=not train,
+        momentum=0.9,
+        axis_name=self.bn_axis_name,
     )
     residual = x
     y = nn.Conv(self.filters, (3, 3), self.strides, use_bias=False)(x)
@@ -122,23 +142,29 @@ class ResNet(nn.Module):
   """A small CIFAR-style ResNet with batch norm (ResNet-20 by default).
 
   Stage widths `widths`, `blocks_per_stage` basic blocks each, global average
-  pooling to a [B, widths[-1]] feature.
+  pooling to a [B, widths[-1]] feature. Under `jax.pmap`, set `bn_axis_name`
+  to the pmap axis so batch statistics are global (as under a mesh).
   """
 
   widths: tuple[int, ...] = (16, 32, 64)
   blocks_per_stage: int = 3
+  bn_axis_name: str | None = None
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
     """Maps images [B, H, W, C] to features [B, widths[-1]]."""
     x = nn.Conv(self.widths[0], (3, 3), use_bias=False, name="stem")(x)
     x = nn.relu(
-        nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            axis_name=self.bn_axis_name,
+        )(x)
     )
     for stage, filters in enumerate(self.widths):
       for block in range(self.blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1
-        x = ResNetBlock(filters, strides)(x, train=train)
+        x = ResNetBlock(filters, strides, self.bn_axis_name)(x, train=train)
     return jnp.mean(x, axis=(1, 2))
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 import dataclasses
+import functools
 from typing import Any
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -28,6 +28,32 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 MODES = ("jit", "mesh", "pmap")
+
+
+def trace_guard(fn: Callable, max_traces: int) -> Callable:
+  """Wraps `fn` to raise AssertionError when traced more than `max_traces` times.
+
+  `chex.assert_max_traces` keys its counter on the call stack and source of
+  the wrapped function, so two steps built by the same code (several runs in
+  one process) would share one budget; this counter belongs to one function
+  object.
+  """
+  traces = 0
+
+  @functools.wraps(fn)
+  def wrapped(*args):
+    nonlocal traces
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
+      traces += 1
+      if traces > max_traces:
+        raise AssertionError(
+            f"Step {fn.__name__!r} was traced {traces} times (at most "
+            f"{max_traces} allowed): its input shapes, dtypes or structure "
+            "changed between calls. Feed batches of one fixed shape."
+        )
+    return fn(*args)
+
+  return wrapped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +65,7 @@ class Parallelism:
     num_devices: devices to use for 'mesh'/'pmap' (None: all local devices).
     axis: name of the data-parallel axis.
     max_traces: how often a step may be traced before it is an error
-      (`chex.assert_max_traces`): steps must compile once.
+      (`trace_guard`): steps must compile once.
   """
 
   mode: str = "jit"
@@ -81,7 +107,7 @@ class Parallelism:
 
   def compile_step(self, fn: Callable) -> Callable:
     """Compiles `fn(state, batch) -> (state, metrics)`, donating the state."""
-    fn = chex.assert_max_traces(fn, n=self.max_traces)
+    fn = trace_guard(fn, self.max_traces)
     if self.mode == "jit":
       return jax.jit(fn, donate_argnums=0)
     if self.mode == "mesh":
@@ -138,9 +164,11 @@ class Parallelism:
       return jax.device_put(tree, self.devices[0])
     if self.mode == "mesh":
       return jax.device_put(tree, self._shardings()[0])
+    # One copy per device along a leading axis, placed as pmap places its
+    # outputs, so the step's second call sees the inputs of its first.
     n = self.size
-    # pmap splits the leading axis over its devices on the first call.
-    return jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
+    stacked = jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree)
+    return jax.device_put(stacked, self._shardings()[1])
 
   def unreplicate(self, tree: Any) -> Any:
     """The single copy of a placed pytree (drops pmap's device axis)."""

@@ -232,7 +232,7 @@ def _supervised_step_fn(
         f"train/{head}_loss": ce,
         f"train/{head}_accuracy": _psum(hits, axis_name) / global_batch,
         "train/weight_decay": wd,
-        "train/grad_norm": optax.global_norm(grads),
+        "train/grad_norm": optax.tree.norm(grads),
     }
     new_state = state.replace(
         step=state.step + 1,
@@ -358,7 +358,7 @@ def _l2tl_step_fn(
         "train/src_loss": _psum(src_loss, axis_name),
         "train/tgt_loss": _psum(tgt_loss, axis_name),
         "train/weight_decay": wd,
-        "train/grad_norm": optax.global_norm(grads),
+        "train/grad_norm": optax.tree.norm(grads),
         "train/src_kept_nonzero": global_count,
     }
     return (params, model_state, opt_state), metrics
@@ -455,7 +455,7 @@ def _l2tl_step_fn(
       policy_params = optax.apply_updates(policy_params, updates)
       metrics["policy/entropy"] = aux["entropy"]
       metrics["policy/log_prob"] = aux["log_prob"]
-      metrics["policy/grad_norm"] = optax.global_norm(policy_grads)
+      metrics["policy/grad_norm"] = optax.tree.norm(policy_grads)
 
     metrics.update({
         "val/accuracy": val_acc,

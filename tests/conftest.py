@@ -1,0 +1,5 @@
+"""Shared test set-up: tests run on the CPU and never touch the network."""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -1,0 +1,336 @@
+"""The outer step and the baseline steps, checked against hand-built math."""
+
+from absl.testing import absltest
+from absl.testing import parameterized
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from l2tl_jax import losses
+from l2tl_jax import models
+from l2tl_jax import optim
+from l2tl_jax import policy
+from l2tl_jax import steps
+from l2tl_jax import train_state
+
+IMAGE = (4, 4, 1)
+
+
+def _model(num_src=3, num_tgt=2):
+  return models.make_model(
+      "mlp",
+      num_src_classes=num_src,
+      num_tgt_classes=num_tgt,
+      encoder_kwargs={"hidden": (8,)},
+  )
+
+
+def _batch(seed=0, src_labels=(1, 0, 2, 1, 0, 2, 0, 1), num_tgt=2):
+  rs = np.random.RandomState(seed)
+  img = lambda n: rs.rand(n, *IMAGE).astype(np.float32)
+  return {
+      "src": {"image": img(8), "label": np.asarray(src_labels, np.int32)},
+      "tgt": {"image": img(4), "label": rs.randint(0, num_tgt, 4).astype(np.int32)},
+      "val": {"image": img(8), "label": rs.randint(0, num_tgt, 8).astype(np.int32)},
+  }
+
+
+def _state(model, tx, policy_tx=None, num_src=3, levels=4):
+  params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
+  policy_params = None
+  if policy_tx is not None:
+    policy_params = policy.init_policy_params(
+        num_src_classes=num_src, num_levels=levels, num_alpha_levels=levels
+    )
+  return train_state.create(
+      params=params,
+      model_state=model_state,
+      tx=tx,
+      rng=jax.random.key(7),
+      policy_params=policy_params,
+      policy_tx=policy_tx,
+  )
+
+
+def _copy(tree):
+  return jax.tree.map(jnp.array, tree)
+
+
+class BaselineTest(parameterized.TestCase):
+
+  def _run(self, order):
+    num = den = jnp.zeros(())
+    out = []
+    for r in (1.0, 0.0, 1.0):
+      num, den, b, adv = steps.update_baseline(
+          num, den, jnp.array(r), momentum=0.9, order=order
+      )
+      out.append((float(b), float(adv)))
+    return out
+
+  def test_reference_order(self):
+    # num: .1, .09, .181; den: .1, .19, .271; b = num / den after the update.
+    expected = [(1.0, 0.0), (0.09 / 0.19, -0.09 / 0.19),
+                (0.181 / 0.271, 1 - 0.181 / 0.271)]
+    np.testing.assert_allclose(self._run("reference"), expected, rtol=1e-5)
+
+  def test_previous_order(self):
+    # b = the previous steps' average; b = r at the first step.
+    expected = [(1.0, 0.0), (1.0, -1.0), (0.09 / 0.19, 1 - 0.09 / 0.19)]
+    np.testing.assert_allclose(self._run("previous"), expected, rtol=1e-5)
+
+  def test_jit_matches_eager(self):
+    args = (jnp.array(0.3), jnp.array(0.5), jnp.array(0.8))
+    f = lambda *a: steps.update_baseline(*a, momentum=0.9, order="reference")
+    chex.assert_trees_all_close(f(*args), jax.jit(f)(*args))
+
+
+class FixedWeightStepTest(absltest.TestCase):
+  """With fixed weights and alpha the step is a plain SGD step on a known loss."""
+
+  def test_matches_hand_built_loss_and_update(self):
+    model = _model()
+    tx = optim.momentum_sgd(0.1)
+    opts = steps.L2TLOptions(
+        fixed_class_weights=(1.0, 0.0, 0.5), fixed_alpha=0.7, weight_decay=1e-3
+    )
+    state = _state(model, tx)
+    batch = _batch()
+    params0 = _copy(state.params)
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=None, options=opts)
+    new_state, metrics = step(state, batch)
+
+    # Labels (1,0,2,1,0,2,0,1) -> weights (0,1,.5,0,1,.5,1,0). Keep 4: the
+    # three 1s (idx 1, 4, 6) then the first .5 (idx 2); sum 3.5 -> x 4/3.5.
+    idx = np.array([1, 4, 6, 2])
+    w = np.array([1, 1, 1, 0.5]) * 4 / 3.5
+
+    def loss(p):
+      feats = lambda x: models.apply_encoder(model, p, {}, x, train=True)[0]
+      src_logits = models.apply_head(
+          model, p, feats(batch["src"]["image"][idx]), "src")
+      tgt_logits = models.apply_head(model, p, feats(batch["tgt"]["image"]), "tgt")
+      src_ce = losses.cross_entropy(src_logits, batch["src"]["label"][idx])
+      tgt_ce = losses.cross_entropy(tgt_logits, batch["tgt"]["label"])
+      l2 = sum(jnp.sum(x**2) for x in jax.tree.leaves(p)) / 2
+      return 0.7 * jnp.sum(w * src_ce) / 4 + jnp.mean(tgt_ce) + 1e-3 * l2, (
+          jnp.sum(w * src_ce) / 4, jnp.mean(tgt_ce))
+
+    grads, (src_loss, tgt_loss) = jax.grad(loss, has_aux=True)(params0)
+    updates, _ = tx.update(grads, tx.init(params0), params0)
+    expected_params = optax.apply_updates(params0, updates)
+    chex.assert_trees_all_close(new_state.params, expected_params, atol=1e-6)
+    self.assertAlmostEqual(float(metrics["train/src_loss"]), float(src_loss), 5)
+    self.assertAlmostEqual(float(metrics["train/tgt_loss"]), float(tgt_loss), 5)
+    self.assertAlmostEqual(float(metrics["policy/alpha"]), 0.7, 6)
+    self.assertEqual(int(new_state.step), 1)
+
+    # The reward is the validation accuracy of the UPDATED parameters.
+    feats = models.apply_encoder(
+        model, expected_params, {}, batch["val"]["image"], train=False)[0]
+    val_logits = models.apply_head(model, expected_params, feats, "tgt")
+    acc = np.mean(np.argmax(val_logits, -1) == batch["val"]["label"])
+    self.assertAlmostEqual(float(metrics["policy/reward"]), acc, 6)
+    self.assertAlmostEqual(float(metrics["val/accuracy"]), acc, 6)
+
+  def test_all_zero_weights_stay_finite(self):
+    model = _model()
+    tx = optim.momentum_sgd(0.1)
+    opts = steps.L2TLOptions(fixed_class_weights=(0.0, 0.0, 0.0), fixed_alpha=0.5)
+    state = _state(model, tx)
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=None, options=opts)
+    for seed in range(3):
+      state, metrics = step(state, _batch(seed))
+      chex.assert_tree_all_finite((state.params, metrics))
+      self.assertEqual(float(metrics["train/src_loss"]), 0.0)
+      self.assertEqual(float(metrics["train/src_kept_nonzero"]), 0.0)
+      self.assertEqual(float(metrics["train/nonfinite"]), 0.0)
+    # The source head never receives a gradient.
+    init_params, _ = models.init_variables(model, jax.random.key(0), IMAGE)
+    src_head = init_params["src_head"]
+    # Only weight decay moves it: every element shrinks towards 0.
+    self.assertTrue(
+        bool(jnp.all(jnp.abs(state.params["src_head"]["Dense_0"]["kernel"])
+                     <= jnp.abs(src_head["Dense_0"]["kernel"])))
+    )
+
+  def test_policy_sampling_all_zero_levels_stays_finite(self):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.1), optim.adam(0.01)
+    state = _state(model, tx, policy_tx)
+    # Make level 0 (weight 0) certain for every class.
+    logits = state.policy_params["class_logits"].at[:, 0].set(1e4)
+    state = state.replace(policy_params={**state.policy_params, "class_logits": logits})
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx)
+    state, metrics = step(state, _batch())
+    self.assertEqual(float(metrics["policy/mean_class_weight"]), 0.0)
+    self.assertEqual(float(metrics["train/src_loss"]), 0.0)
+    chex.assert_tree_all_finite((state, metrics))
+
+  def test_nonfinite_input_is_skipped_and_reported(self):
+    model = _model()
+    tx = optim.momentum_sgd(0.1)
+    opts = steps.L2TLOptions(fixed_class_weights=(1.0, 1.0, 1.0), fixed_alpha=1.0)
+    state = _state(model, tx)
+    before = _copy(state.params)
+    batch = _batch()
+    batch["tgt"]["image"][0, 0, 0, 0] = np.nan
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=None, options=opts)
+    state, metrics = step(state, batch)
+    self.assertEqual(float(metrics["train/nonfinite"]), 1.0)
+    chex.assert_trees_all_equal(state.params, before)
+    self.assertEqual(int(state.step), 1)
+
+
+class PolicyStepTest(absltest.TestCase):
+
+  def _setup(self, **kw):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.05), optim.adam(0.1)
+    opts = steps.L2TLOptions(num_levels=4, num_alpha_levels=4,
+                             loss_weight_scale=4.0, **kw)
+    state = _state(model, tx, policy_tx)
+    step = steps.make_l2tl_step(
+        model=model, tx=tx, policy_tx=policy_tx, options=opts)
+    return state, step, policy_tx, opts
+
+  def test_reinforce_update_composition(self):
+    state, step, policy_tx, _ = self._setup()
+    state, m1 = step(state, _batch(0))
+    self.assertEqual(float(m1["policy/advantage"]), 0.0)  # reference order
+    self.assertEqual(float(m1["policy/grad_norm"]), 0.0)
+    pp, pos = _copy(state.policy_params), _copy(state.policy_opt_state)
+    actions = policy.sample(pp, jax.random.fold_in(state.step_key(), 0))
+    state2, m2 = step(state, _batch(1))
+
+    # The logged action matches the replayed sample.
+    chex.assert_trees_all_close(
+        m2["policy/mean_class_weight"], jnp.mean(actions["class"] / 4.0))
+    self.assertAlmostEqual(float(m2["policy/alpha"]), float(actions["alpha"]) / 4, 6)
+    # Advantage follows the reference EMA from the two rewards.
+    r1, r2 = float(m1["policy/reward"]), float(m2["policy/reward"])
+    b2 = (0.9 * 0.1 * r1 + 0.1 * r2) / 0.19
+    self.assertAlmostEqual(float(m2["policy/advantage"]), r2 - b2, 5)
+    # Analytic REINFORCE gradient through one Adam step.
+    adv = m2["policy/advantage"]
+    grads = {
+        "class_logits": -adv / 3 * (jax.nn.one_hot(actions["class"], 4)
+                                    - jax.nn.softmax(pp["class_logits"])),
+        "alpha_logits": -adv * (jax.nn.one_hot(actions["alpha"], 4)
+                                - jax.nn.softmax(pp["alpha_logits"])),
+    }
+    updates, _ = policy_tx.update(grads, pos, pp)
+    chex.assert_trees_all_close(
+        state2.policy_params, optax.apply_updates(pp, updates), atol=1e-6)
+
+  def test_fixed_alpha_learns_classes_only(self):
+    state, step, _, _ = self._setup(fixed_alpha=0.25)
+    alpha0 = _copy(state.policy_params["alpha_logits"])
+    for seed in range(4):
+      state, metrics = step(state, _batch(seed))
+      self.assertAlmostEqual(float(metrics["policy/alpha"]), 0.25, 6)
+    chex.assert_trees_all_equal(state.policy_params["alpha_logits"], alpha0)
+
+  def test_compiles_once(self):
+    state, step, _, _ = self._setup()
+    for seed in range(3):
+      state, _ = step(state, _batch(seed))
+    bigger = _batch(0)
+    bigger["val"] = {"image": np.zeros((16, *IMAGE), np.float32),
+                     "label": np.zeros(16, np.int32)}
+    with self.assertRaisesRegex(AssertionError, "trace"):
+      step(state, bigger)
+
+  def test_jit_matches_unjitted(self):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.05), optim.adam(0.1)
+    opts = steps.L2TLOptions(num_levels=4, num_alpha_levels=4,
+                             loss_weight_scale=4.0, inner_steps=2)
+    fn = steps._l2tl_step_fn(model=model, tx=tx, policy_tx=policy_tx,
+                             options=opts, axis_name=None)
+    batch = _batch()
+    batch["tgt"] = {"image": np.concatenate([batch["tgt"]["image"]] * 2),
+                    "label": np.concatenate([batch["tgt"]["label"]] * 2)}
+    batch["src"] = {"image": np.concatenate([batch["src"]["image"]] * 2),
+                    "label": np.concatenate([batch["src"]["label"]] * 2)}
+    eager = fn(_state(model, tx, policy_tx), batch)
+    jitted = jax.jit(fn)(_state(model, tx, policy_tx), batch)
+    chex.assert_trees_all_close(eager, jitted, atol=1e-5)
+
+  def test_inner_loop_scan_equals_unroll(self):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.05), optim.adam(0.1)
+    batch = _batch()
+    for key in ("src", "tgt"):
+      batch[key] = jax.tree.map(lambda x: np.concatenate([x] * 3), batch[key])
+    results = []
+    for loop in ("unroll", "scan"):
+      opts = steps.L2TLOptions(num_levels=4, num_alpha_levels=4,
+                               loss_weight_scale=4.0, inner_steps=3,
+                               inner_loop=loop)
+      step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                                  options=opts)
+      results.append(step(_state(model, tx, policy_tx), batch))
+    chex.assert_trees_all_close(results[0], results[1], atol=1e-5)
+    # Three model updates, one policy update.
+    self.assertEqual(int(optax.tree.get(results[0][0].opt_state, "count")), 3)
+    self.assertEqual(int(results[0][0].policy_opt_state[0].count), 1)
+
+  def test_bad_options(self):
+    with self.assertRaisesRegex(ValueError, "reward"):
+      steps.L2TLOptions(reward="top5")
+    with self.assertRaisesRegex(ValueError, "baseline_order"):
+      steps.L2TLOptions(baseline_order="later")
+    with self.assertRaisesRegex(ValueError, "policy optimiser"):
+      steps.make_l2tl_step(model=_model(), tx=optim.momentum_sgd(0.1),
+                           policy_tx=None)
+    with self.assertRaisesRegex(ValueError, "src_oversample"):
+      steps.check_l2tl_batch(
+          {"src": {"label": np.zeros(6)}, "tgt": {"label": np.zeros(4)},
+           "val": {"label": np.zeros(4)}}, steps.L2TLOptions())
+
+
+class SupervisedStepTest(absltest.TestCase):
+
+  def test_matches_hand_built_loss(self):
+    model = _model(num_src=0)
+    tx = optim.momentum_sgd(0.1)
+    state = _state(model, tx)
+    params0 = _copy(state.params)
+    batch = _batch()["tgt"]
+    step = steps.make_supervised_step(model=model, tx=tx, head="tgt",
+                                      weight_decay=1e-2, decay_set="kernels")
+    state, metrics = step(state, batch)
+
+    def loss(p):
+      f = models.apply_encoder(model, p, {}, batch["image"], train=True)[0]
+      ce = jnp.mean(losses.cross_entropy(
+          models.apply_head(model, p, f, "tgt"), batch["label"]))
+      kernels = [x for path, x in jax.tree_util.tree_leaves_with_path(p)
+                 if path[-1].key == "kernel"]
+      return ce + 1e-2 * sum(jnp.sum(k**2) for k in kernels) / 2, ce
+
+    grads, ce = jax.grad(loss, has_aux=True)(params0)
+    updates, _ = tx.update(grads, tx.init(params0), params0)
+    chex.assert_trees_all_close(
+        state.params, optax.apply_updates(params0, updates), atol=1e-6)
+    self.assertAlmostEqual(float(metrics["train/tgt_loss"]), float(ce), 5)
+
+  def test_eval_counts_masked_examples_exactly(self):
+    model = _model(num_src=0)
+    params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
+    batch = _batch()["val"]
+    eval_step = steps.make_eval_step(model=model)
+    f = models.apply_encoder(model, params, {}, batch["image"], train=False)[0]
+    hits = np.argmax(models.apply_head(model, params, f, "tgt"), -1) == batch["label"]
+    mask = np.array([1, 1, 1, 1, 1, 0, 0, 0], np.float32)
+    result = steps.evaluate(
+        eval_step, params, model_state, [{**batch, "mask": mask}])
+    self.assertEqual(result["count"], 5.0)
+    self.assertAlmostEqual(result["accuracy"], hits[:5].mean(), 6)
+
+
+if __name__ == "__main__":
+  absltest.main()
