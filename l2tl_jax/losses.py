@@ -28,8 +28,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def select_top_k(weights: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-  """Keeps the k largest weights and renormalises them to sum to k.
+def select_top_k(
+    weights: jax.Array, k: int, *, renormalize: bool = True
+) -> tuple[jax.Array, jax.Array]:
+  """Keeps the k largest weights and (by default) renormalises them to sum to k.
 
   Ties go to the earlier index (`jax.lax.top_k` is stable), as the reference's
   `tf.nn.top_k`. When every kept weight is zero the kept weights are all
@@ -38,14 +40,17 @@ def select_top_k(weights: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
   Args:
     weights: per-example weights [N], N >= k.
     k: how many to keep.
+    renormalize: scale the kept weights to sum to k (reference).
 
   Returns:
-    (indices int32 [k], renormalised kept weights float32 [k]).
+    (indices int32 [k], kept weights float32 [k]).
   """
   chex.assert_rank(weights, 1)
   if weights.shape[0] < k:
     raise ValueError(f"Cannot keep {k} of {weights.shape[0]} examples.")
   kept, idx = jax.lax.top_k(weights, k)
+  if not renormalize:
+    return idx, kept
   total = jnp.sum(kept)
   safe_total = jnp.where(total > 0, total, 1.0)
   kept = jnp.where(total > 0, kept * (k / safe_total), 0.0)

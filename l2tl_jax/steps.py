@@ -41,7 +41,7 @@ Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 StepFn = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 
-REWARDS = ("accuracy", "neg_loss")
+REWARDS = ("accuracy", "neg_loss", "loss_improvement")
 BASELINE_ORDERS = ("reference", "previous")
 
 
@@ -58,8 +58,16 @@ class L2TLOptions:
     fixed_alpha: None to sample alpha from the policy, or a fixed value.
     src_oversample: M; the source batch holds M * B examples of which the B
       with the largest weights are kept.
+    src_normalization: 'reference': kept weights renormalised to sum to B and
+      the weighted loss divided by the number of non-zero weights (so a
+      single kept non-zero example counts B times); 'mean': the raw weights,
+      `sum_i lambda_i CE_i / B`, so a class weight scales its examples'
+      contribution directly.
     inner_steps: N model steps per sampled action and reward (1: reference).
-    reward: 'accuracy' (reference) or 'neg_loss' on the validation batch.
+    reward: on the validation batch: 'accuracy' (reference), 'neg_loss', or
+      'loss_improvement' (the validation loss of the same batch before minus
+      after the inner steps: a paired difference that cancels batch noise,
+      for one extra forward pass).
     baseline_momentum: m of the EMA baseline.
     baseline_order: 'reference' updates the EMA with the current reward
       before taking the advantage; 'previous' subtracts the baseline of the
@@ -81,6 +89,7 @@ class L2TLOptions:
   fixed_class_weights: tuple[float, ...] | None = None
   fixed_alpha: float | None = None
   src_oversample: int = 2
+  src_normalization: str = "reference"
   inner_steps: int = 1
   inner_loop: str = "unroll"
   reward: str = "accuracy"
@@ -108,6 +117,11 @@ class L2TLOptions:
     if self.decay_set not in losses.DECAY_SETS:
       raise ValueError(
           f"decay_set must be one of {losses.DECAY_SETS}, got {self.decay_set!r}"
+      )
+    if self.src_normalization not in ("reference", "mean"):
+      raise ValueError(
+          "src_normalization must be 'reference' or 'mean', got "
+          f"{self.src_normalization!r}"
       )
     if self.inner_loop not in ("unroll", "scan"):
       raise ValueError(
@@ -319,7 +333,9 @@ def _l2tl_step_fn(
           lambda x: jax.lax.all_gather(x, axis_name, tiled=True), src
       )
     example_w = class_w[src["label"]]  # [M * B]
-    idx, kept_w = losses.select_top_k(example_w, keep)  # [B], [B]
+    idx, kept_w = losses.select_top_k(
+        example_w, keep, renormalize=opts.src_normalization == "reference"
+    )  # [B], [B]
     kept_images = src["image"][idx]
     kept_labels = src["label"][idx]
     if axis_name is not None:
@@ -328,8 +344,11 @@ def _l2tl_step_fn(
       kept_images, kept_labels, kept_w = map(
           local, (kept_images, kept_labels, kept_w)
       )
-    kept_count = jnp.sum(kept_w != 0).astype(jnp.float32)
-    global_count = _psum(kept_count, axis_name)
+    if opts.src_normalization == "reference":
+      kept_count = jnp.sum(kept_w != 0).astype(jnp.float32)
+      global_count = _psum(kept_count, axis_name)
+    else:
+      global_count = jnp.asarray(keep, jnp.float32)
 
     def loss_fn(params):
       images = jnp.concatenate([kept_images, tgt["image"]], axis=0)
@@ -359,7 +378,9 @@ def _l2tl_step_fn(
         "train/tgt_loss": _psum(tgt_loss, axis_name),
         "train/weight_decay": wd,
         "train/grad_norm": optax.tree.norm(grads),
-        "train/src_kept_nonzero": global_count,
+        "train/src_kept_nonzero": _psum(
+            jnp.sum(kept_w != 0).astype(jnp.float32), axis_name
+        ),
     }
     return (params, model_state, opt_state), metrics
 
@@ -406,17 +427,25 @@ def _l2tl_step_fn(
 
     # 3. Reward on the validation batch with the UPDATED parameters.
     val = batch["val"]
-    val_features, _ = models.apply_encoder(
-        model, params, model_state, val["image"], train=False
-    )
-    val_logits = models.apply_head(model, params, val_features, "tgt")
     num_val = val["label"].shape[0] * n_dev
-    val_acc = _psum(jnp.sum(losses.correct(val_logits, val["label"])), axis_name)
-    val_acc = val_acc / num_val
-    val_loss = _psum(
-        jnp.sum(losses.cross_entropy(val_logits, val["label"])), axis_name
-    ) / num_val
-    reward = val_acc if opts.reward == "accuracy" else -val_loss
+
+    def val_sums(params, model_state):
+      features, _ = models.apply_encoder(
+          model, params, model_state, val["image"], train=False
+      )
+      logits = models.apply_head(model, params, features, "tgt")
+      hits = jnp.sum(losses.correct(logits, val["label"]))
+      loss = jnp.sum(losses.cross_entropy(logits, val["label"]))
+      return _psum(hits, axis_name) / num_val, _psum(loss, axis_name) / num_val
+
+    val_acc, val_loss = val_sums(params, model_state)
+    if opts.reward == "accuracy":
+      reward = val_acc
+    elif opts.reward == "neg_loss":
+      reward = -val_loss
+    else:
+      _, val_loss_before = val_sums(state.params, state.model_state)
+      reward = val_loss_before - val_loss
 
     # 4. Baseline and advantage.
     num, den, baseline, advantage = update_baseline(
