@@ -1,0 +1,65 @@
+"""The input module: datasets by name, transfer tasks, batches, placement.
+
+    task = data.build_task(config.data)
+    src = data.train_iterator(task.src_train, batch_size=16, seed=0)
+    tgt = data.train_iterator(task.tgt_train, batch_size=8, seed=0)
+    val = data.train_iterator(task.tgt_val, batch_size=32, seed=0)
+    it = data.joint_iterator({'src': src, 'tgt': tgt, 'val': val})
+    batch = next(it)  # {'src': {'image', 'label'}, 'tgt': ..., 'val': ...}
+    state = it.get_state()      # JSON-able; it.set_state(state) resumes exactly
+    for b in data.eval_batches(task.tgt_test, batch_size=256): ...  # b['mask']
+
+Everything reads through TFDS data sources (array_record; no TensorFlow) and
+grain. Bad input raises DataError naming the problem and the fix.
+"""
+
+from l2tl_jax.data.builders import Idx, ImageFolder, Mnist5k, UciDigits
+from l2tl_jax.data.config import get_default_data_config
+from l2tl_jax.data.errors import DataError
+from l2tl_jax.data.pipeline import (
+    DevicePrefetchIterator,
+    JointIterator,
+    TrainIterator,
+    eval_batches,
+    joint_iterator,
+    num_eval_batches,
+    prefetch_to_device,
+    train_iterator,
+)
+from l2tl_jax.data.preprocess import ImageSpec
+from l2tl_jax.data.sharding import (
+    data_sharding,
+    make_data_mesh,
+    shard_batch,
+    split_for_pmap,
+)
+from l2tl_jax.data.sources import Dataset, clear_cache, open_dataset
+from l2tl_jax.data.tasks import Split, TransferTask, build_task
+
+__all__ = [
+    'DataError',
+    'Dataset',
+    'DevicePrefetchIterator',
+    'Idx',
+    'ImageFolder',
+    'ImageSpec',
+    'JointIterator',
+    'Mnist5k',
+    'Split',
+    'TrainIterator',
+    'TransferTask',
+    'UciDigits',
+    'build_task',
+    'clear_cache',
+    'data_sharding',
+    'eval_batches',
+    'get_default_data_config',
+    'joint_iterator',
+    'make_data_mesh',
+    'num_eval_batches',
+    'open_dataset',
+    'prefetch_to_device',
+    'shard_batch',
+    'split_for_pmap',
+    'train_iterator',
+]

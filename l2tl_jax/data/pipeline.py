@@ -1,0 +1,376 @@
+"""Batches for training and evaluation, as grain datasets over example indices.
+
+Training streams are endless: grain indexes batches, each batch's positions
+come from a per-epoch permutation seeded by (seed, split name, epoch), and one
+vectorised map gathers, augments and scales the whole batch. The position in
+the stream is one integer, so `get_state()`/`set_state()` resume exactly.
+Splits held in memory are gathered in the calling thread (threads only add
+GIL contention at these sizes); splits read per record decode in a pool of
+grain threads.
+"""
+
+import functools
+import queue
+import sys
+import threading
+import zlib
+from typing import Any, Iterator, Mapping
+
+import grain
+import numpy as np
+
+from l2tl_jax.data import preprocess
+from l2tl_jax.data import sharding
+from l2tl_jax.data.errors import DataError
+from l2tl_jax.data.tasks import Split
+
+_PER_RECORD_THREADS = 8
+
+
+def _stream_id(split: Split) -> int:
+  return zlib.crc32(split.name.encode())
+
+
+class _EpochBatches(grain.MapDataset):
+  """Element i: int64 [B] positions of batch i of an endless shuffled stream.
+
+  With drop_remainder each epoch yields len // B batches and leaves out the
+  last len % B positions of that epoch's permutation; without it the stream
+  runs on across epochs, so every example appears once per epoch.
+  """
+
+  def __init__(self, num_examples: int, batch_size: int, seed: int,
+               stream: int, drop_remainder: bool):
+    super().__init__()
+    self._n = num_examples
+    self._b = batch_size
+    self._seed = seed
+    self._stream = stream
+    self._drop = drop_remainder
+    self._perms: dict[int, np.ndarray] = {}
+    self._lock = threading.Lock()
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def __str__(self) -> str:
+    return (f'_EpochBatches(n={self._n}, batch_size={self._b},'
+            f' drop_remainder={self._drop})')
+
+  def _perm(self, epoch: int) -> np.ndarray:
+    with self._lock:
+      perm = self._perms.get(epoch)
+      if perm is None:
+        perm = np.random.default_rng(
+            [self._seed, self._stream, epoch]).permutation(self._n)
+        if len(self._perms) >= 4:
+          del self._perms[min(self._perms)]
+        self._perms[epoch] = perm
+      return perm
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    if self._drop:
+      per_epoch = self._n // self._b
+      epoch, j = divmod(index, per_epoch)
+      return self._perm(epoch)[j * self._b : (j + 1) * self._b]
+    flat = index * self._b + np.arange(self._b)  # [B]
+    epochs, offsets = np.divmod(flat, self._n)
+    if epochs[0] == epochs[-1]:
+      return self._perm(int(epochs[0]))[offsets]
+    out = np.empty(self._b, np.int64)
+    for e in np.unique(epochs):
+      sel = epochs == e
+      out[sel] = self._perm(int(e))[offsets[sel]]
+    return out
+
+
+def _train_batch(index: int, positions: np.ndarray, *, split: Split,
+                 seed: int, augment: bool) -> dict[str, np.ndarray]:
+  batch = split.get(positions)
+  images = batch['image']
+  if augment:
+    rng = np.random.default_rng([seed, _stream_id(split), 1, index])
+    images = preprocess.augment_batch(images, rng,
+                                      crop_padding=split.crop_padding)
+  return {'image': preprocess.to_float(images), 'label': batch['label']}
+
+
+def _read_options(split: Split, num_threads: int | None) -> grain.ReadOptions:
+  if num_threads is None:
+    num_threads = 0 if split.in_memory else _PER_RECORD_THREADS
+  return grain.ReadOptions(num_threads=num_threads,
+                           prefetch_buffer_size=2 * num_threads)
+
+
+class TrainIterator:
+  """Endless shuffled batches of one split, resumable.
+
+  Yields {'image': float32 [B, H, W, C] in [0, 1], 'label': int32 [B]}.
+  `get_state()` returns a JSON-able dict; `set_state()` on an iterator built
+  with the same split and settings continues with exactly the next batch.
+  """
+
+  def __init__(self, split: Split, *, batch_size: int, seed: int,
+               augment: bool = False, drop_remainder: bool = True,
+               num_threads: int | None = None):
+    if batch_size < 1:
+      raise DataError(f'batch_size must be positive, got {batch_size}.')
+    n = len(split)
+    if n == 0:
+      raise DataError(f'Split {split.name!r} is empty; nothing to train on.')
+    if drop_remainder and n < batch_size:
+      raise DataError(
+          f'Split {split.name!r} has {n} examples, fewer than batch_size='
+          f'{batch_size}, so drop_remainder=True yields no batch. Lower'
+          ' batch_size or pass drop_remainder=False.'
+      )
+    self._meta = {
+        'split': split.name,
+        'fingerprint': split.fingerprint(),
+        'batch_size': int(batch_size),
+        'seed': int(seed),
+        'augment': bool(augment),
+        'drop_remainder': bool(drop_remainder),
+    }
+    positions = _EpochBatches(n, batch_size, seed, _stream_id(split),
+                              drop_remainder)
+    ds = positions.map_with_index(functools.partial(
+        _train_batch, split=split, seed=seed, augment=augment))
+    self._iter = iter(ds.to_iter_dataset(_read_options(split, num_threads)))
+
+  def __iter__(self) -> 'TrainIterator':
+    return self
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    return next(self._iter)
+
+  def get_state(self) -> dict[str, Any]:
+    """The stream position and the settings it belongs to (JSON-able)."""
+    return {'position': dict(self._iter.get_state()), **self._meta}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Moves to a position saved by get_state of an identical iterator."""
+    for key, value in self._meta.items():
+      if state.get(key) != value:
+        raise DataError(
+            f'Iterator state was saved with {key}={state.get(key)!r}, but this'
+            f' iterator has {key}={value!r}; rebuild the iterator (and task)'
+            ' with the settings of the saved run to resume it.'
+        )
+    self._iter.set_state(dict(state['position']))
+
+  def close(self) -> None:
+    self._iter.close()
+
+
+def train_iterator(split: Split, *, batch_size: int, seed: int,
+                   augment: bool = False, drop_remainder: bool = True,
+                   num_threads: int | None = None) -> TrainIterator:
+  """Returns an endless, shuffled, resumable batch iterator over a split.
+
+  Args:
+    split: the Split.
+    batch_size: examples per batch.
+    seed: seeds the per-epoch permutations (mixed with the split's name, so
+      different splits given one seed are shuffled independently) and the
+      augmentation.
+    augment: random crop (after `split.crop_padding` zero padding) and
+      horizontal flip.
+    drop_remainder: see _EpochBatches: True keeps every batch within one
+      epoch; False runs batches across epoch boundaries.
+    num_threads: grain reader threads; None: 0 for in-memory splits, 8 for
+      per-record splits.
+
+  Returns:
+    A TrainIterator yielding {'image': float32 [B, H, W, C],
+    'label': int32 [B]}.
+  """
+  return TrainIterator(split, batch_size=batch_size, seed=seed,
+                       augment=augment, drop_remainder=drop_remainder,
+                       num_threads=num_threads)
+
+
+class JointIterator:
+  """Several iterators advanced together: yields {name: batch}."""
+
+  def __init__(self, iterators: Mapping[str, TrainIterator]):
+    if not iterators:
+      raise DataError('joint_iterator needs at least one iterator.')
+    self._iterators = dict(iterators)
+
+  def __iter__(self) -> 'JointIterator':
+    return self
+
+  def __next__(self) -> dict[str, dict[str, np.ndarray]]:
+    return {name: next(it) for name, it in self._iterators.items()}
+
+  def get_state(self) -> dict[str, Any]:
+    """{name: state of that iterator} (JSON-able)."""
+    return {name: it.get_state() for name, it in self._iterators.items()}
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Restores every iterator; the names must match."""
+    if set(state) != set(self._iterators):
+      raise DataError(
+          f'Joint iterator state has streams {sorted(state)}, this iterator'
+          f' has {sorted(self._iterators)}; resume with the same streams.'
+      )
+    for name, it in self._iterators.items():
+      it.set_state(state[name])
+
+  def close(self) -> None:
+    for it in self._iterators.values():
+      it.close()
+
+
+def joint_iterator(iterators: Mapping[str, TrainIterator]) -> JointIterator:
+  """Zips named iterators: next() -> {'src': batch, 'tgt': batch, ...}.
+
+  get_state()/set_state() combine the states of all the iterators.
+  """
+  return JointIterator(iterators)
+
+
+def _eval_batch(start: int, *, split: Split, batch_size: int
+                ) -> dict[str, np.ndarray]:
+  n = len(split)
+  stop = min(n, start + batch_size)
+  batch = split.get(np.arange(start, stop))
+  real = stop - start
+  images = preprocess.to_float(batch['image'])
+  labels = batch['label']
+  mask = np.ones(batch_size, np.float32)
+  if real < batch_size:
+    pad = batch_size - real
+    images = np.concatenate(
+        [images, np.zeros((pad,) + images.shape[1:], np.float32)])
+    labels = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+    mask[real:] = 0.0
+  return {'image': images, 'label': labels, 'mask': mask}
+
+
+def num_eval_batches(split: Split, *, batch_size: int) -> int:
+  """Number of batches eval_batches yields."""
+  return -(-len(split) // batch_size)
+
+
+def eval_batches(split: Split, *, batch_size: int,
+                 num_threads: int | None = None
+                 ) -> Iterator[dict[str, np.ndarray]]:
+  """One ordered pass over a split, in fixed-size batches.
+
+  Every batch has batch_size rows and a 'mask' (1.0 real, 0.0 padding); only
+  the last batch is padded (zeros, label 0), so
+  sum(mask * correct) / sum(mask) is the exact accuracy.
+
+  Args:
+    split: the Split.
+    batch_size: rows per batch.
+    num_threads: as in train_iterator.
+
+  Yields:
+    {'image': float32 [B, H, W, C], 'label': int32 [B], 'mask': float32 [B]}.
+  """
+  if batch_size < 1:
+    raise DataError(f'batch_size must be positive, got {batch_size}.')
+  n = len(split)
+  starts = grain.MapDataset.source(list(range(0, n, batch_size)))
+  ds = starts.map(functools.partial(_eval_batch, split=split,
+                                    batch_size=batch_size))
+  it = iter(ds.to_iter_dataset(_read_options(split, num_threads)))
+  try:
+    yield from it
+  finally:
+    it.close()
+
+
+class DevicePrefetchIterator:
+  """Places batches of a resumable iterator on devices ahead of use.
+
+  A background thread pulls host batches, places them with shard_batch and
+  keeps up to `size` of them ready. get_state() is the state right after the
+  last batch handed out, so resuming from it continues with the first batch
+  the consumer has not seen (batches still in the buffer are recomputed).
+  """
+
+  def __init__(self, iterator: Any, mesh_or_sharding: Any = None, *,
+               size: int = 2):
+    if size < 1:
+      raise DataError(f'Prefetch size must be positive, got {size}.')
+    self._inner = iterator
+    self._placement = mesh_or_sharding
+    self._size = size
+    self._state = iterator.get_state()
+    self._start()
+
+  def _start(self) -> None:
+    self._queue: queue.Queue = queue.Queue(maxsize=self._size)
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._produce, daemon=True)
+    self._thread.start()
+
+  def _put(self, item) -> None:
+    while not self._stop.is_set():
+      try:
+        self._queue.put(item, timeout=0.05)
+        return
+      except queue.Full:
+        continue
+
+  def _produce(self) -> None:
+    try:
+      while not self._stop.is_set():
+        batch = next(self._inner)
+        state = self._inner.get_state()
+        self._put((sharding.shard_batch(batch, self._placement), state, None))
+    except BaseException as e:  # Re-raised in the consumer's thread.
+      self._put((None, None, e))
+
+  def _shutdown(self) -> None:
+    self._stop.set()
+    self._thread.join()
+
+  def __iter__(self) -> 'DevicePrefetchIterator':
+    return self
+
+  def __next__(self) -> Any:
+    batch, state, error = self._queue.get()
+    if error is not None:
+      self._queue.put((None, None, error))  # Keep failing on later calls.
+      raise error
+    self._state = state
+    return batch
+
+  def get_state(self) -> dict[str, Any]:
+    """State of the wrapped iterator after the last batch handed out."""
+    return self._state
+
+  def set_state(self, state: Mapping[str, Any]) -> None:
+    """Restores the wrapped iterator and refills the buffer from there."""
+    self._shutdown()
+    self._inner.set_state(state)
+    self._state = self._inner.get_state()
+    self._start()
+
+  def close(self) -> None:
+    self._shutdown()
+    self._inner.close()
+
+
+def prefetch_to_device(iterator: Any, mesh_or_sharding: Any = None, *,
+                       size: int = 2) -> DevicePrefetchIterator:
+  """Wraps a Train/JointIterator so batches arrive already on the devices.
+
+  Args:
+    iterator: an iterator with get_state()/set_state() (TrainIterator,
+      JointIterator).
+    mesh_or_sharding: as in shard_batch.
+    size: batches placed ahead.
+
+  Returns:
+    A DevicePrefetchIterator yielding the iterator's batches as jax.Arrays,
+    with the same get_state()/set_state().
+  """
+  return DevicePrefetchIterator(iterator, mesh_or_sharding, size=size)

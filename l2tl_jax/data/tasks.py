@@ -1,0 +1,451 @@
+"""Transfer tasks: source and target splits drawn per class from datasets.
+
+Class lists keep classes in the given order (labels 0..n-1), or, with a label
+modulus, map each kept original label to `label % mod` (SVHN-5: digits 1..5,
+digit 5 -> class 0). Each split draws N examples per class from a dataset
+split; splits drawn from the same dataset split take consecutive,
+non-overlapping runs of each class's examples (train, then validation, then
+test), so they are disjoint. The run order of each class is the file order or
+a permutation seeded by `split_seed`.
+"""
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from typing import Any, Sequence
+
+import ml_collections
+import numpy as np
+
+from l2tl_jax.data import preprocess
+from l2tl_jax.data import sources
+from l2tl_jax.data.errors import DataError
+
+
+@dataclasses.dataclass(eq=False)
+class Split:
+  """Examples of one role (src_train, tgt_val, ...) with their new labels.
+
+  Attributes:
+    name: role, e.g. 'tgt_train'.
+    dataset: the dataset string.
+    dataset_split: the split of the dataset the examples come from.
+    indices: int64 [N], record indices within `dataset_split`, ascending.
+    labels: int32 [N], labels after class selection / remapping.
+    class_names: names of the new labels.
+    image_shape: (H, W, C) of the preprocessed images.
+    crop_padding: zero padding of the random crop when augmenting.
+  """
+
+  name: str
+  dataset: str
+  dataset_split: str
+  indices: np.ndarray
+  labels: np.ndarray
+  class_names: tuple[str, ...]
+  image_shape: tuple[int, int, int]
+  crop_padding: int
+  _loaded: sources.LoadedSplit
+  _images: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+  def __post_init__(self):
+    images = self._loaded.images
+    if images is not None and self._images is None:
+      if len(self.indices) == len(images):  # Indices are sorted and unique.
+        self._images = images  # The whole split: share, don't copy.
+      else:
+        self._images = images[self.indices]  # [N, H, W, C]
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  @property
+  def in_memory(self) -> bool:
+    """Whether the images are held in memory (else read per record)."""
+    return self._images is not None
+
+  def get(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+    """Returns examples at positions 0..N-1 of this split.
+
+    Args:
+      positions: int [B].
+
+    Returns:
+      {'image': uint8 [B, H, W, C], 'label': int32 [B]}.
+    """
+    if self._images is not None:
+      images = self._images[positions]
+    else:
+      images = self._loaded.read_images(self.indices[positions])
+    return {'image': images, 'label': self.labels[positions]}
+
+  def class_counts(self) -> list[int]:
+    """Number of examples of each new label."""
+    return np.bincount(self.labels, minlength=self.num_classes).tolist()
+
+  def fingerprint(self) -> str:
+    """Hash of the dataset, split, chosen record indices and labels."""
+    h = hashlib.sha256(f'{self.dataset}|{self.dataset_split}|'.encode())
+    h.update(np.ascontiguousarray(self.indices, np.int64).tobytes())
+    h.update(np.ascontiguousarray(self.labels, np.int32).tobytes())
+    return h.hexdigest()[:16]
+
+  def summary(self) -> dict[str, Any]:
+    """JSON-able description: origin, size, per-class counts, fingerprint."""
+    return {
+        'dataset': self.dataset,
+        'dataset_split': self.dataset_split,
+        'size': len(self),
+        'per_class': self.class_counts(),
+        'fingerprint': self.fingerprint(),
+        'in_memory': self.in_memory,
+    }
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class TransferTask:
+  """The splits of one source -> target transfer experiment.
+
+  Attributes:
+    src_train: source examples the model trains on.
+    src_test: source examples for evaluating pre-training (None if not asked).
+    tgt_train: target train examples.
+    tgt_val: target validation examples (the L2TL reward); None if not asked.
+    tgt_test: target test examples; None if not asked.
+    src_class_names: source class names, in label order.
+    tgt_class_names: target class names, in label order.
+    image_shape: (H, W, C) shared by every split.
+    config: the data config the task was built from, as a dict.
+    resolved: dataset string -> where its data came from.
+  """
+
+  src_train: Split
+  src_test: Split | None
+  tgt_train: Split
+  tgt_val: Split | None
+  tgt_test: Split | None
+  src_class_names: list[str]
+  tgt_class_names: list[str]
+  image_shape: tuple[int, int, int]
+  config: dict[str, Any]
+  resolved: dict[str, str]
+
+  @property
+  def num_src_classes(self) -> int:
+    return len(self.src_class_names)
+
+  @property
+  def num_tgt_classes(self) -> int:
+    return len(self.tgt_class_names)
+
+  def splits(self) -> dict[str, Split]:
+    """The present splits by role."""
+    all_splits = {
+        'src_train': self.src_train, 'src_test': self.src_test,
+        'tgt_train': self.tgt_train, 'tgt_val': self.tgt_val,
+        'tgt_test': self.tgt_test,
+    }
+    return {k: v for k, v in all_splits.items() if v is not None}
+
+  def fingerprint(self) -> str:
+    """Hash over every split's fingerprint and the preprocessing."""
+    h = hashlib.sha256(json.dumps(
+        [self.image_shape,
+         {k: s.fingerprint() for k, s in self.splits().items()}],
+        sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+  def summary(self) -> dict[str, Any]:
+    """JSON-able record of the task for results files."""
+    return {
+        'source': self.config['source'],
+        'target': self.config['target'],
+        'resolved': dict(self.resolved),
+        'split_seed': self.config['split_seed'],
+        'split_shuffle': self.config['split_shuffle'],
+        'image_shape': list(self.image_shape),
+        'src_class_names': list(self.src_class_names),
+        'tgt_class_names': list(self.tgt_class_names),
+        'splits': {k: s.summary() for k, s in self.splits().items()},
+        'fingerprint': self.fingerprint(),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelMap:
+  """Original label -> new label (-1: dropped), and the new class names."""
+
+  new_label: np.ndarray  # int64 [C_orig]
+  class_names: tuple[str, ...]
+
+
+def _resolve_class(spec: Any, names: Sequence[str], dataset: str,
+                   field: str) -> int:
+  if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+    if 0 <= spec < len(names):
+      return int(spec)
+    raise DataError(
+        f'{field}: class index {spec} is out of range for {dataset!r}, which'
+        f' has {len(names)} classes (0..{len(names) - 1}).'
+    )
+  if isinstance(spec, str):
+    if spec in names:
+      return names.index(spec)
+    if spec.strip().isdigit() and int(spec) < len(names):
+      return int(spec)
+    shown = list(names[:20]) + (['...'] if len(names) > 20 else [])
+    raise DataError(
+        f'{field}: {dataset!r} has no class named {spec!r}. Its classes are'
+        f' {shown}; name classes exactly or give their indices.'
+    )
+  raise DataError(
+      f'{field}: classes are given as indices (int) or names (str), got'
+      f' {spec!r} ({type(spec).__name__}).'
+  )
+
+
+def label_map(
+    class_names: Sequence[str], classes: Sequence[Any] | None,
+    label_mod: int | None, *, dataset: str, field: str,
+) -> LabelMap:
+  """Builds the mapping from original labels to task labels.
+
+  Args:
+    class_names: the dataset's class names, in original label order.
+    classes: classes to keep (indices or names) or None for all. Without
+      `label_mod` they are relabelled 0..n-1 in the given order.
+    label_mod: if set, the new label is original_label % label_mod and the
+      new class k is named by joining the names of the kept classes mapped
+      to it with '|'.
+    dataset: dataset string, for messages.
+    field: config field, for messages.
+
+  Returns:
+    The LabelMap.
+  """
+  names = list(class_names)
+  if classes is None:
+    kept = list(range(len(names)))
+  else:
+    if isinstance(classes, (str, int)):
+      classes = (classes,)
+    kept = [_resolve_class(c, names, dataset, field) for c in classes]
+    if not kept:
+      raise DataError(f'{field} is empty; list at least one class or use None.')
+    if len(set(kept)) < len(kept):
+      raise DataError(f'{field} names a class twice: {list(classes)}.')
+  new_label = np.full(len(names), -1, np.int64)
+  if label_mod is None:
+    new_label[kept] = np.arange(len(kept))
+    return LabelMap(new_label, tuple(names[k] for k in kept))
+  if int(label_mod) < 1:
+    raise DataError(f'label_mod must be a positive integer, got {label_mod}.')
+  mod = int(label_mod)
+  kept_arr = np.asarray(kept)
+  new_label[kept_arr] = kept_arr % mod
+  new_names = []
+  for k in range(mod):
+    members = [names[c] for c in kept if c % mod == k]
+    if not members:
+      raise DataError(
+          f'With label_mod={mod}, no kept class of {dataset!r} maps to label'
+          f' {k}; keep classes covering every residue 0..{mod - 1} or change'
+          ' the modulus.'
+      )
+    new_names.append('|'.join(members))
+  return LabelMap(new_label, tuple(new_names))
+
+
+@dataclasses.dataclass(frozen=True)
+class Draw:
+  """One split to draw: role name, dataset split, examples per task class."""
+
+  name: str
+  split: str
+  per_class: int | None
+  field: str
+
+
+def draw_splits(
+    dataset: sources.Dataset, labels_map: LabelMap, draws: Sequence[Draw], *,
+    spec: preprocess.ImageSpec, seed: int, shuffle: bool,
+    in_memory_max_bytes: int, crop_padding: int,
+) -> dict[str, Split]:
+  """Draws the examples of several splits of one dataset, per class.
+
+  Draws from the same dataset split consume each class's examples in turn, in
+  the order given, so they never overlap.
+
+  Args:
+    dataset: the opened Dataset.
+    labels_map: original -> new labels.
+    draws: the splits to draw, in consumption order.
+    spec: preprocessing.
+    seed: seed of the per-class permutations (when `shuffle`).
+    shuffle: permute each class's examples; else take them in file order.
+    in_memory_max_bytes: see sources.load_split.
+    crop_padding: stored on the splits for augmentation.
+
+  Returns:
+    Role name -> Split.
+  """
+  out = {}
+  pools = {}
+  for draw in draws:
+    if draw.per_class is not None and int(draw.per_class) < 1:
+      raise DataError(
+          f'{draw.field} must be a positive number of examples per class or'
+          f' None (all), got {draw.per_class}.'
+      )
+    if draw.split not in pools:
+      loaded = sources.load_split(
+          dataset, draw.split, spec=spec,
+          in_memory_max_bytes=in_memory_max_bytes,
+      )
+      if len(loaded.labels) and (
+          loaded.labels.min() < 0
+          or loaded.labels.max() >= len(labels_map.new_label)
+      ):
+        raise DataError(
+            f'{dataset.name!r}[{draw.split}] has labels outside'
+            f' 0..{len(labels_map.new_label) - 1}; the dataset is inconsistent'
+            ' with its class names.'
+        )
+      new = labels_map.new_label[loaded.labels]  # [N]
+      rng = np.random.default_rng(
+          [seed, zlib.crc32(f'{dataset.name}|{draw.split}'.encode())]
+      )
+      order = []
+      for k in range(len(labels_map.class_names)):
+        members = np.flatnonzero(new == k)
+        order.append(rng.permutation(members) if shuffle else members)
+      pools[draw.split] = dict(
+          loaded=loaded, new=new, order=order,
+          cursor=[0] * len(order), taken_by=[],
+      )
+    pool = pools[draw.split]
+    chosen = []
+    for k, members in enumerate(pool['order']):
+      start = pool['cursor'][k]
+      left = len(members) - start
+      n = left if draw.per_class is None else int(draw.per_class)
+      if n > left:
+        earlier = (f', {start} already taken by {pool["taken_by"]}'
+                   if start else '')
+        raise DataError(
+            f'{draw.field}={draw.per_class}, but class'
+            f' {labels_map.class_names[k]!r} of {dataset.name!r}'
+            f'[{draw.split}] has {len(members)} examples{earlier}, so only'
+            f' {left} are left. Lower {draw.field}, or draw from another'
+            ' split.'
+        )
+      chosen.append(members[start : start + n])
+      pool['cursor'][k] = start + n
+    pool['taken_by'].append(draw.name)
+    indices = np.sort(np.concatenate(chosen)).astype(np.int64)
+    if not len(indices):
+      raise DataError(
+          f'{draw.name} drew no examples from {dataset.name!r}[{draw.split}]:'
+          ' the kept classes have none left there. Check the class list and'
+          ' the per-class counts.'
+      )
+    loaded = pool['loaded']
+    out[draw.name] = Split(
+        name=draw.name,
+        dataset=dataset.name,
+        dataset_split=draw.split,
+        indices=indices,
+        labels=pool['new'][indices].astype(np.int32),
+        class_names=labels_map.class_names,
+        image_shape=tuple(loaded.image_shape),
+        crop_padding=crop_padding,
+        _loaded=loaded,
+    )
+  return out
+
+
+def _as_tuple(value: Any) -> tuple | None:
+  if value is None:
+    return None
+  if isinstance(value, (str, int)):
+    return (value,)
+  return tuple(value)
+
+
+def build_task(config: ml_collections.ConfigDict) -> TransferTask:
+  """Builds the source and target splits described by a data config.
+
+  Args:
+    config: the `config.data` ConfigDict (see get_default_data_config).
+
+  Returns:
+    The TransferTask.
+
+  Raises:
+    DataError: any dataset, class or count that cannot be honoured.
+  """
+  spec = preprocess.ImageSpec(
+      image_size=config.image_size, channels=config.channels,
+      resize_method=config.get('resize_method', 'auto'),
+  )
+  data_dir = config.get('data_dir')
+  download = config.get('download', True)
+  max_bytes = int(config.get('in_memory_max_bytes', 2 * 1024**3))
+  crop_padding = int(config.get('crop_padding', 4))
+  common = dict(spec=spec, seed=int(config.split_seed),
+                shuffle=bool(config.split_shuffle),
+                in_memory_max_bytes=max_bytes, crop_padding=crop_padding)
+
+  src_ds = sources.open_dataset(config.source, data_dir=data_dir,
+                                download=download)
+  src_map = label_map(src_ds.class_names, _as_tuple(config.source_classes),
+                      None, dataset=config.source, field='source_classes')
+  src_draws = [Draw('src_train', config.source_split,
+                    config.get('source_train_per_class'),
+                    'source_train_per_class')]
+  if config.get('source_test_split'):
+    src_draws.append(Draw('src_test', config.source_test_split,
+                          config.get('source_test_per_class'),
+                          'source_test_per_class'))
+  src = draw_splits(src_ds, src_map, src_draws, **common)
+
+  tgt_ds = sources.open_dataset(config.target, data_dir=data_dir,
+                                download=download)
+  tgt_map = label_map(tgt_ds.class_names, _as_tuple(config.target_classes),
+                      config.get('target_label_mod'), dataset=config.target,
+                      field='target_classes')
+  tgt_draws = [Draw('tgt_train', config.target_train_split,
+                    config.target_train_per_class, 'target_train_per_class')]
+  if config.get('target_val_split'):
+    tgt_draws.append(Draw('tgt_val', config.target_val_split,
+                          config.target_val_per_class, 'target_val_per_class'))
+  if config.get('target_test_split'):
+    tgt_draws.append(Draw('tgt_test', config.target_test_split,
+                          config.target_test_per_class,
+                          'target_test_per_class'))
+  tgt = draw_splits(tgt_ds, tgt_map, tgt_draws, **common)
+
+  shapes = {s.image_shape for s in (*src.values(), *tgt.values())}
+  if len(shapes) > 1:
+    raise DataError(
+        f'Source {config.source!r} and target {config.target!r} images end up'
+        f' in different shapes {sorted(shapes)}; one encoder needs one shape.'
+        ' Set image_size and channels in the config.'
+    )
+  return TransferTask(
+      src_train=src['src_train'],
+      src_test=src.get('src_test'),
+      tgt_train=tgt['tgt_train'],
+      tgt_val=tgt.get('tgt_val'),
+      tgt_test=tgt.get('tgt_test'),
+      src_class_names=list(src_map.class_names),
+      tgt_class_names=list(tgt_map.class_names),
+      image_shape=shapes.pop(),
+      config=config.to_dict(),
+      resolved={config.source: src_ds.resolved, config.target: tgt_ds.resolved},
+  )

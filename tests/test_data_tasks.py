@@ -1,0 +1,203 @@
+"""Task construction: class lists by index or name, label remapping,
+per-class draws, disjoint splits, seeds, summaries, and the bad-input errors."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest_data import (base_config, make_folder,  # pylint: disable=unused-import
+                           needs_fashion, tfds_dir)
+from l2tl_jax import data
+from l2tl_jax.data import tasks
+from l2tl_jax.data.errors import DataError
+
+
+@pytest.fixture(scope='module')
+def animals(tmp_path_factory) -> str:
+  """Folder dataset: classes ant, bee, cat, dog, eel with 12 images each."""
+  root = str(tmp_path_factory.mktemp('animals'))
+  make_folder(root, {'ant': 12, 'bee': 12, 'cat': 12, 'dog': 12, 'eel': 12},
+              size=(8, 8), channels=1)
+  return f'folder:{root}'
+
+
+def _config(data_dir, dataset, **overrides):
+  settings = dict(
+      source=dataset, source_test_split=None, target=dataset,
+      target_classes=None, target_train_per_class=3,
+      target_val_split='train', target_val_per_class=2,
+      target_test_split='train', target_test_per_class=None,
+      image_size=8, channels=1)
+  settings.update(overrides)
+  return base_config(data_dir, **settings)
+
+
+def _values(split):
+  """The constant value of each image = 10 * class index + image number."""
+  return split.get(np.arange(len(split)))['image'][:, 0, 0, 0].astype(int)
+
+
+def test_classes_by_name_or_index_keep_the_given_order(tfds_dir, animals):
+  by_name = data.build_task(_config(tfds_dir, animals,
+                                    target_classes=('dog', 'ant')))
+  by_index = data.build_task(_config(tfds_dir, animals, target_classes=(3, 0)))
+  assert by_name.tgt_class_names == ['dog', 'ant']
+  assert by_name.tgt_train.fingerprint() == by_index.tgt_train.fingerprint()
+  values = _values(by_name.tgt_train)
+  labels = by_name.tgt_train.labels
+  np.testing.assert_array_equal(labels[values // 10 == 3], 0)  # dog -> 0
+  np.testing.assert_array_equal(labels[values // 10 == 0], 1)  # ant -> 1
+  assert set((values // 10).tolist()) == {0, 3}
+
+
+def test_label_mod_maps_original_labels_and_joins_names(tfds_dir, animals):
+  task = data.build_task(_config(tfds_dir, animals, target_label_mod=2))
+  assert task.tgt_class_names == ['ant|cat|eel', 'bee|dog']
+  values = _values(task.tgt_train)
+  np.testing.assert_array_equal(task.tgt_train.labels, (values // 10) % 2)
+  assert task.tgt_train.class_counts() == [3, 3]  # Per task class.
+
+
+def test_per_class_draws_are_disjoint_and_cover_the_rest(tfds_dir, animals):
+  task = data.build_task(_config(tfds_dir, animals))
+  train, val, test = task.tgt_train, task.tgt_val, task.tgt_test
+  assert train.class_counts() == [3] * 5
+  assert val.class_counts() == [2] * 5
+  assert test.class_counts() == [7] * 5  # All remaining of 12.
+  sets = [set(s.indices.tolist()) for s in (train, val, test)]
+  assert not sets[0] & sets[1] and not sets[0] & sets[2] and not sets[1] & sets[2]
+  assert len(sets[0] | sets[1] | sets[2]) == 60
+  # File order: train holds each class's images 0..2, val 3..4.
+  np.testing.assert_array_equal(np.sort(_values(train) % 10),
+                                np.repeat([0, 1, 2], 5))
+  np.testing.assert_array_equal(np.sort(_values(val) % 10),
+                                np.repeat([3, 4], 5))
+
+
+def test_seeded_shuffle_is_deterministic_and_seed_dependent(tfds_dir, animals):
+  def fingerprints(seed, shuffle):
+    task = data.build_task(_config(tfds_dir, animals, split_seed=seed,
+                                   split_shuffle=shuffle))
+    return [s.fingerprint() for s in (task.tgt_train, task.tgt_val,
+                                      task.tgt_test)]
+
+  assert fingerprints(0, True) == fingerprints(0, True)
+  assert fingerprints(0, True) != fingerprints(1, True)
+  assert fingerprints(0, True) != fingerprints(0, False)
+  assert fingerprints(0, False) == fingerprints(1, False)  # Seed unused.
+
+
+def test_summary_is_json_and_records_the_draws(tfds_dir, animals):
+  task = data.build_task(_config(tfds_dir, animals, split_seed=7))
+  summary = json.loads(json.dumps(task.summary()))
+  assert summary['split_seed'] == 7
+  assert summary['source'] == animals and summary['target'] == animals
+  assert summary['resolved'][animals].startswith('folder:')
+  assert summary['splits']['tgt_val'] == {
+      'dataset': animals, 'dataset_split': 'train', 'size': 10,
+      'per_class': [2] * 5, 'fingerprint': task.tgt_val.fingerprint(),
+      'in_memory': True,
+  }
+  assert set(summary['splits']) == {'src_train', 'tgt_train', 'tgt_val',
+                                    'tgt_test'}
+  assert task.src_test is None
+
+
+def test_per_record_splits_match_in_memory_ones(tfds_dir, animals):
+  in_memory = data.build_task(_config(tfds_dir, animals))
+  per_record = data.build_task(_config(tfds_dir, animals,
+                                       in_memory_max_bytes=0))
+  assert in_memory.tgt_train.in_memory and not per_record.tgt_train.in_memory
+  for name in ('tgt_train', 'tgt_test'):
+    a = getattr(in_memory, name)
+    b = getattr(per_record, name)
+    np.testing.assert_array_equal(a.get(np.arange(len(a)))['image'],
+                                  b.get(np.arange(len(b)))['image'])
+  it_a = data.train_iterator(in_memory.tgt_train, batch_size=4, seed=3)
+  it_b = data.train_iterator(per_record.tgt_train, batch_size=4, seed=3)
+  for _ in range(6):
+    batch_a, batch_b = next(it_a), next(it_b)
+    np.testing.assert_array_equal(batch_a['image'], batch_b['image'])
+    np.testing.assert_array_equal(batch_a['label'], batch_b['label'])
+
+
+@needs_fashion
+def test_fashion_source_and_target(tfds_dir):
+  config = base_config(tfds_dir, target_classes=('Sandal', 'Sneaker',
+                                                 'Ankle boot'))
+  task = data.build_task(config)
+  assert len(task.src_train) == 60000 and len(task.src_test) == 10000
+  assert task.src_class_names[0] == 'T-shirt/top'
+  assert task.tgt_class_names == ['Sandal', 'Sneaker', 'Ankle boot']
+  assert task.tgt_train.class_counts() == [10] * 3
+  assert task.tgt_val.class_counts() == [20] * 3
+  assert task.tgt_test.class_counts() == [40] * 3
+  assert task.image_shape == (32, 32, 1)
+  assert not (set(task.tgt_val.indices.tolist())
+              & set(task.tgt_test.indices.tolist()))
+
+
+def test_class_list_errors(tfds_dir, animals):
+  with pytest.raises(DataError, match=r"no class named 'cow'.*'ant'"):
+    data.build_task(_config(tfds_dir, animals, target_classes=('ant', 'cow')))
+  with pytest.raises(DataError, match='out of range.*5 classes'):
+    data.build_task(_config(tfds_dir, animals, target_classes=(0, 5)))
+  with pytest.raises(DataError, match='source_classes names a class twice'):
+    data.build_task(_config(tfds_dir, animals, source_classes=('ant', 0)))
+  with pytest.raises(DataError, match='no kept class .* maps to label 1'):
+    data.build_task(_config(tfds_dir, animals, target_classes=(0, 2),
+                            target_label_mod=2))
+
+
+def test_too_many_examples_per_class(tfds_dir, animals):
+  with pytest.raises(DataError, match=(
+      r"target_train_per_class=13, but class 'ant' .* has 12 examples")):
+    data.build_task(_config(tfds_dir, animals, target_train_per_class=13))
+  with pytest.raises(DataError, match=(
+      r'target_val_per_class=10.*3 already taken by \[\'tgt_train\'\], so only'
+      r' 9 are left')):
+    data.build_task(_config(tfds_dir, animals, target_val_per_class=10))
+  with pytest.raises(DataError, match='positive number of examples'):
+    data.build_task(_config(tfds_dir, animals, target_train_per_class=0))
+
+
+def test_missing_split_is_named(tfds_dir, animals):
+  with pytest.raises(DataError, match=r"no split 'test'; it has \['train'\]"):
+    data.build_task(_config(tfds_dir, animals, target_test_split='test'))
+
+
+def test_shapes_that_cannot_be_reconciled(tmp_path, tfds_dir):
+  mixed = tmp_path / 'mixed'
+  make_folder(str(mixed / 'small_only'), {'a': 2}, size=(6, 6), channels=1)
+  make_folder(str(mixed / 'big_only'), {'b': 2}, size=(9, 9), channels=1)
+  for name in ('small_only', 'big_only'):
+    for cls in (mixed / name).iterdir():
+      cls.rename(mixed / cls.name)
+    (mixed / name).rmdir()
+  with pytest.raises(DataError, match='different shapes.*set image_size'):
+    data.build_task(_config(tfds_dir, f'folder:{mixed}', image_size=None,
+                            target_val_split=None, target_test_split=None,
+                            target_train_per_class=1))
+  # Resizing reconciles them.
+  task = data.build_task(_config(tfds_dir, f'folder:{mixed}', image_size=8,
+                                 target_val_split=None, target_test_split=None,
+                                 target_train_per_class=1))
+  assert task.image_shape == (8, 8, 1)
+  # Native 8x8 digits against native 28x28 MNIST: one encoder, two shapes.
+  with pytest.raises(DataError, match='different shapes'):
+    data.build_task(_config(tfds_dir, 'uci_digits', target='mnist_5k',
+                            image_size=None, target_train_per_class=1,
+                            target_val_per_class=1, target_test_per_class=1))
+
+
+def test_label_map_by_hand():
+  names = ['zero', 'one', 'two', 'three']
+  m = tasks.label_map(names, None, None, dataset='d', field='f')
+  np.testing.assert_array_equal(m.new_label, [0, 1, 2, 3])
+  m = tasks.label_map(names, ('three', 1), None, dataset='d', field='f')
+  np.testing.assert_array_equal(m.new_label, [-1, 1, -1, 0])
+  assert m.class_names == ('three', 'one')
+  m = tasks.label_map(names, ('1', '2', '3'), 3, dataset='d', field='f')
+  np.testing.assert_array_equal(m.new_label, [-1, 1, 2, 0])
+  assert m.class_names == ('three', 'one', 'two')
