@@ -1,0 +1,129 @@
+r"""Step-time benchmark: the L2TL outer step against the fine-tuning step.
+
+  python -m experiments.bench [--steps=300] [--encoder=lenet]
+
+Measures, on the default device, outer steps/s of L2TL and steps/s of the
+fine-tuning step at the reference batch sizes (8 target, 16 -> 8 source,
+32 validation; 32x32x1 images, 10 source and 5 target classes), and prints
+their step-time ratio beside the ideal ratio from the work done:
+
+  L2TL:      forward+backward on 8 kept source + 8 target images, plus a
+             forward on 32 validation images (the top-k selection depends only
+             on labels, so only the kept source images are forwarded);
+  finetune:  forward+backward on 8 target images;
+  ideal = (3 * 16 + 32) / (3 * 8) with backward = 2 forwards,
+
+and the same ratio from XLA's own FLOP count of the compiled steps.
+"""
+
+from __future__ import annotations
+
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+
+from l2tl_jax import models
+from l2tl_jax import optim
+from l2tl_jax import policy
+from l2tl_jax import steps
+from l2tl_jax import train_state
+
+_STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements; the best is kept.")
+_ENCODER = flags.DEFINE_string("encoder", "lenet", "Registered encoder name.")
+
+TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
+NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)
+
+
+def _batch(rs, n, classes):
+  return {
+      "image": rs.rand(n, *IMAGE).astype(np.float32),
+      "label": rs.randint(0, classes, n).astype(np.int32),
+  }
+
+
+def _l2tl_setup():
+  model = models.make_model(
+      _ENCODER.value, num_src_classes=NUM_SRC, num_tgt_classes=NUM_TGT
+  )
+  tx, policy_tx = optim.momentum_sgd(0.005), optim.adam(0.01)
+  params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
+  state = train_state.create(
+      params=params,
+      model_state=model_state,
+      tx=tx,
+      rng=jax.random.key(0),
+      policy_params=policy.init_policy_params(
+          num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100
+      ),
+      policy_tx=policy_tx,
+  )
+  make = lambda: steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx)
+  rs = np.random.RandomState(0)
+  batch = {
+      "src": _batch(rs, SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
+      "tgt": _batch(rs, TGT_BATCH, NUM_TGT),
+      "val": _batch(rs, VAL_BATCH, NUM_TGT),
+  }
+  return make, state, jax.device_put(batch)
+
+
+def _finetune_setup():
+  model = models.make_model(_ENCODER.value, num_tgt_classes=NUM_TGT)
+  tx = optim.momentum_sgd(0.005)
+  params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
+  state = train_state.create(
+      params=params, model_state=model_state, tx=tx, rng=jax.random.key(0)
+  )
+  make = lambda: steps.make_supervised_step(model=model, tx=tx, head="tgt")
+  batch = _batch(np.random.RandomState(0), TGT_BATCH, NUM_TGT)
+  return make, state, jax.device_put(batch)
+
+
+def _steps_per_second(make, state, batch) -> float:
+  step = make()
+  state, metrics = step(state, batch)  # Compile.
+  jax.block_until_ready(metrics)
+  best = 0.0
+  for _ in range(_REPEATS.value):
+    start = time.perf_counter()
+    for _ in range(_STEPS.value):
+      state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    best = max(best, _STEPS.value / (time.perf_counter() - start))
+  return best
+
+
+def _flops(make, state, batch) -> float:
+  analysis = make().lower(state, batch).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float((analysis or {}).get("flops", float("nan")))
+
+
+def main(argv):
+  del argv
+  print(f"devices: {jax.devices()}")
+  l2tl = _l2tl_setup()
+  finetune = _finetune_setup()
+  flops_ratio = _flops(*l2tl) / _flops(*finetune)
+  l2tl_rate = _steps_per_second(*l2tl)
+  finetune_rate = _steps_per_second(*finetune)
+  measured = finetune_rate / l2tl_rate
+  ideal = (3 * 2 * TGT_BATCH + VAL_BATCH) / (3 * TGT_BATCH)
+  print(f"encoder: {_ENCODER.value}; batches: target {TGT_BATCH}, source "
+        f"{SRC_OVERSAMPLE * TGT_BATCH} -> {TGT_BATCH}, validation {VAL_BATCH}")
+  print(f"l2tl outer steps/s: {l2tl_rate:.1f}")
+  print(f"finetune steps/s: {finetune_rate:.1f}")
+  print(f"XLA flop ratio l2tl/finetune: {flops_ratio:.2f}")
+  print(f"measured/ideal: {measured / ideal:.2f}")
+  print(f"l2tl/finetune step-time ratio: measured {measured:.2f}, "
+        f"ideal {ideal:.2f}")
+
+
+if __name__ == "__main__":
+  app.run(main)
