@@ -226,14 +226,32 @@ def make_model(
     num_src_classes: int = 0,
     num_tgt_classes: int = 0,
     encoder_kwargs: dict[str, Any] | None = None,
+    axis_name: str | None = None,
 ) -> TransferModel:
-  """Builds a `TransferModel` around the registered encoder `encoder`."""
+  """Builds a `TransferModel` around the registered encoder `encoder`.
+
+  Args:
+    encoder: registered encoder name.
+    num_src_classes: source head size (0: no source head).
+    num_tgt_classes: target head size (0: no target head).
+    encoder_kwargs: encoder constructor arguments.
+    axis_name: the pmap axis, given to encoders with batch statistics
+      (a `bn_axis_name` field) so that they average over all devices.
+
+  Returns:
+    The model.
+  """
   if num_src_classes < 0 or num_tgt_classes < 0:
     raise ValueError("Class counts must be >= 0.")
   if not (num_src_classes or num_tgt_classes):
     raise ValueError("A model needs at least one head (source or target).")
+  kwargs = dict(encoder_kwargs or {})
+  if axis_name is not None and encoder in _ENCODERS:
+    fields = getattr(_ENCODERS[encoder], "__dataclass_fields__", {})
+    if "bn_axis_name" in fields:
+      kwargs.setdefault("bn_axis_name", axis_name)
   return TransferModel(
-      encoder=make_encoder(encoder, **(encoder_kwargs or {})),
+      encoder=make_encoder(encoder, **kwargs),
       num_src_classes=num_src_classes,
       num_tgt_classes=num_tgt_classes,
   )

@@ -1,0 +1,128 @@
+"""Reference hyper-parameters shared by every config (not run on its own).
+
+Other configs call `get_config()` here and override the data and, where
+their protocol says so, the step counts. Every number of the reference's
+MNIST -> SVHN-5 experiment is here; none is hard-coded in the library.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from l2tl_jax import data
+
+METHODS = ("scratch", "finetune", "joint_uniform", "datl", "l2tl_fixed_alpha",
+           "l2tl")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+  # One of METHODS.
+  config.method = "l2tl"
+  # Seed of the target-stage initialisation, data order and policy samples.
+  config.seed = 0
+  # Datasets and the target task (see l2tl_jax.data.get_default_data_config).
+  config.data = data.get_default_data_config()
+
+  config.model = ml_collections.ConfigDict()
+  # Registered encoder name: 'lenet' (reference), 'resnet', 'mlp'.
+  config.model.encoder = "lenet"
+  # Keyword arguments of the encoder.
+  config.model.encoder_kwargs = ml_collections.ConfigDict()
+
+  config.pretrain = ml_collections.ConfigDict()
+  # Source pre-training steps (reference: 2000).
+  config.pretrain.steps = 2000
+  # Source batch size.
+  config.pretrain.batch_size = 128
+  # Base learning rate of Nesterov-momentum SGD.
+  config.pretrain.lr = 0.01
+  # Steps after which the rate is scaled by lr_scales (reference: 500, 1500).
+  config.pretrain.lr_boundaries = (500, 1500)
+  # Absolute multipliers of lr after each boundary.
+  config.pretrain.lr_scales = (0.1, 0.01)
+  # Momentum of the SGD optimiser.
+  config.pretrain.momentum = 0.9
+  # Weight decay coefficient of sum(p^2)/2.
+  config.pretrain.weight_decay = 5e-4
+  # Which parameters decay: 'kernels' (reference) or 'all'.
+  config.pretrain.decay_set = "kernels"
+  # Seed of pre-training; one pre-training serves every target-stage seed.
+  config.pretrain.seed = 0
+
+  config.train = ml_collections.ConfigDict()
+  # Target-stage steps (L2TL: outer steps; reference: 1200).
+  config.train.steps = 1200
+  # Target train batch size B (reference: 8).
+  config.train.batch_size = 8
+  # Base learning rate of the model optimiser (Nesterov SGD).
+  config.train.lr = 0.005
+  # Steps after which lr is scaled (reference: 800, in inner steps).
+  config.train.lr_boundaries = (800,)
+  # Absolute multipliers of lr after each boundary.
+  config.train.lr_scales = (0.1,)
+  # Momentum of the model optimiser.
+  config.train.momentum = 0.9
+  # Weight decay coefficient of sum(p^2)/2.
+  config.train.weight_decay = 5e-4
+  # Which parameters decay; None: the reference's choice per method
+  # ('kernels' for scratch / fine-tuning, 'all' for the joint methods).
+  config.train.decay_set = config_dict.placeholder(str)
+
+  config.l2tl = ml_collections.ConfigDict()
+  # Source batch = src_oversample * B; the top B by weight are kept.
+  config.l2tl.src_oversample = 2
+  # Validation (reward) batch size (reference: 32 = 4 * B).
+  config.l2tl.val_batch_size = 32
+  # K: weight levels per source class, lambda = a / K.
+  config.l2tl.num_levels = 100
+  # Levels of the alpha categorical.
+  config.l2tl.num_alpha_levels = 100
+  # alpha = a / loss_weight_scale.
+  config.l2tl.loss_weight_scale = 100.0
+  # Policy Adam learning rate.
+  config.l2tl.policy_lr = 0.01
+  # Outer steps after which policy_lr is scaled.
+  config.l2tl.policy_lr_boundaries = (800,)
+  # Absolute multipliers of policy_lr.
+  config.l2tl.policy_lr_scales = (0.1,)
+  # Model steps per sampled action and reward (1: reference).
+  config.l2tl.inner_steps = 1
+  # 'unroll' or 'scan' (see L2TLOptions.inner_loop).
+  config.l2tl.inner_loop = "unroll"
+  # 'accuracy' (reference), 'neg_loss' or 'loss_improvement'.
+  config.l2tl.reward = "accuracy"
+  # EMA momentum of the reward baseline.
+  config.l2tl.baseline_momentum = 0.9
+  # 'reference' (EMA updated before the advantage) or 'previous'.
+  config.l2tl.baseline_order = "reference"
+  # 'mean' (reference) or 'sum' of per-class log-probs.
+  config.l2tl.class_reduction = "mean"
+  # Entropy bonus of the policy objective (reference: 0).
+  config.l2tl.entropy_coef = 0.0
+  # 'reference' (renormalised top-k weights / #non-zero) or 'mean'.
+  config.l2tl.src_normalization = "reference"
+  # alpha of 'l2tl_fixed_alpha', 'joint_uniform' and 'datl'.
+  config.l2tl.fixed_alpha = 1.0
+
+  config.eval = ml_collections.ConfigDict()
+  # Batch size of full-split evaluation.
+  config.eval.batch_size = 500
+  # Validation accuracy every this many steps (curves and the
+  # validation-selected checkpoint); 0 disables it.
+  config.eval.every_steps = 100
+
+  # Log metrics every this many steps.
+  config.log_every_steps = 50
+  # Checkpoint every this many steps (and at the end).
+  config.checkpoint_every_steps = 200
+  # Checkpoints kept.
+  config.checkpoints_to_keep = 2
+  # 'jit' (one device), 'mesh' (jit over all local devices) or 'pmap'.
+  config.parallelism = "jit"
+  # Directory of cached source pre-trainings; None: <workdir>/pretrain.
+  config.pretrain_cache_dir = config_dict.placeholder(str)
+  # Draw a progress bar (steps/s, ETA) on stderr.
+  config.progress_bar = True
+  # Write PNG plots into <workdir>/plots at the end.
+  config.write_plots = True
+  return config

@@ -1,0 +1,177 @@
+"""Source pre-training, cached by everything that determines its result.
+
+The cache key hashes the source task (dataset, split, classes, the chosen
+examples' fingerprint, preprocessing), the encoder config and the
+pre-training config. A second run with the same key reuses the checkpoint.
+Entries are written to a temporary directory and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+
+from l2tl_jax import checkpointing
+from l2tl_jax import data
+from l2tl_jax import models
+from l2tl_jax import optim
+from l2tl_jax import parallel
+from l2tl_jax import steps
+from l2tl_jax import train_state
+
+
+def cache_key(config: ml_collections.ConfigDict, task: data.TransferTask) -> str:
+  """Hex key of the source pre-training `config` and `task` ask for."""
+  spec = {
+      "src_train": task.src_train.summary(),
+      "src_class_names": list(task.src_class_names),
+      "image_shape": list(task.image_shape),
+      "model": config.model.to_dict(),
+      "pretrain": config.pretrain.to_dict(),
+  }
+  blob = json.dumps(spec, sort_keys=True, default=str).encode()
+  return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
+  pcfg = config.pretrain
+  model = models.make_model(
+      config.model.encoder,
+      num_src_classes=task.num_src_classes,
+      encoder_kwargs=config.model.encoder_kwargs.to_dict(),
+      axis_name=par.axis_name,
+  )
+  tx = optim.momentum_sgd(
+      pcfg.lr,
+      boundaries=pcfg.lr_boundaries,
+      scales=pcfg.lr_scales,
+      momentum=pcfg.momentum,
+  )
+  rng_init, rng_state = jax.random.split(jax.random.key(pcfg.seed))
+  params, model_state = models.init_variables(model, rng_init, task.image_shape)
+  state = par.put_replicated(
+      train_state.create(
+          params=params, model_state=model_state, tx=tx, rng=rng_state
+      )
+  )
+  step = steps.make_supervised_step(
+      model=model,
+      tx=tx,
+      head="src",
+      weight_decay=pcfg.weight_decay,
+      decay_set=pcfg.decay_set,
+      parallelism=par,
+  )
+  batches = data.train_iterator(
+      task.src_train, batch_size=pcfg.batch_size, seed=pcfg.seed
+  )
+  start = time.perf_counter()
+  metrics = None
+  for i in range(pcfg.steps):
+    state, metrics = step(state, par.put_batch(next(batches)))
+    if (i + 1) % 500 == 0 or i + 1 == pcfg.steps:
+      host = par.metrics_to_host(metrics)
+      if host["train/nonfinite"]:
+        raise FloatingPointError(
+            f"Source pre-training hit a non-finite loss at step {i + 1}; "
+            "lower config.pretrain.lr or check the source data."
+        )
+      logging.info(
+          "pretrain step %d/%d: loss %.4f", i + 1, pcfg.steps,
+          float(host["train/src_loss"]),
+      )
+  batches.close()
+  state = jax.device_get(par.unreplicate(state))
+  info = {
+      "steps": int(pcfg.steps),
+      "train_time_s": time.perf_counter() - start,
+      "final_batch_loss": float(par.metrics_to_host(metrics)["train/src_loss"])
+      if metrics is not None else None,
+  }
+  if task.src_test is not None:
+    result = steps.evaluate(
+        steps.make_eval_step(model=model, head="src", parallelism=par),
+        *par.put_replicated((state.params, state.model_state)),
+        (par.put_batch(b) for b in data.eval_batches(
+            task.src_test, batch_size=config.eval.batch_size)),
+    )
+    info["source_test_accuracy"] = result["accuracy"]
+    info["source_test_examples"] = int(result["count"])
+  return state.params, state.model_state, info
+
+
+def pretrained(
+    config: ml_collections.ConfigDict,
+    task: data.TransferTask,
+    cache_dir: str,
+    par: parallel.Parallelism,
+) -> tuple[Any, Any, dict]:
+  """Source-pre-trained (params, model_state, info), from cache or trained.
+
+  Args:
+    config: the run config (uses .model, .pretrain, .eval).
+    task: the transfer task.
+    cache_dir: directory of cache entries (one subdirectory per key).
+    par: parallelism for training and evaluation.
+
+  Returns:
+    params {'encoder', 'src_head'}, model_state, and an info dict with the
+    key, whether it was cached, and the source test accuracy when the task
+    has a source test split.
+  """
+  key = cache_key(config, task)
+  entry = os.path.join(os.path.abspath(cache_dir), key)
+  info_path = os.path.join(entry, "info.json")
+  if not os.path.exists(info_path):
+    params, model_state, info = _train(config, task, par)
+    info = {**info, "key": key, "encoder": config.model.encoder,
+            "source": task.src_train.summary()}
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-{key}-")
+    try:
+      with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(os.path.join(tmp, "variables"),
+                   {"params": params, "model_state": model_state})
+      checkpointing.write_json_atomic(os.path.join(tmp, "info.json"), info)
+      if os.path.exists(entry):  # Incomplete leftovers: no info.json.
+        shutil.rmtree(entry)
+      os.replace(tmp, entry)
+    finally:
+      if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    logging.info("Saved source pre-training %s", entry)
+  with open(info_path) as f:
+    info = json.load(f)
+  template = _template(config, task)
+  with ocp.StandardCheckpointer() as ckptr:
+    restored = ckptr.restore(os.path.join(entry, "variables"), template)
+  return restored["params"], restored["model_state"], {**info, "path": entry}
+
+
+def _template(config, task):
+  model = models.make_model(
+      config.model.encoder,
+      num_src_classes=task.num_src_classes,
+      encoder_kwargs=config.model.encoder_kwargs.to_dict(),
+  )
+  params, model_state = jax.eval_shape(
+      lambda: models.init_variables(model, jax.random.key(0), task.image_shape)
+  )
+  return {"params": params, "model_state": model_state}
+
+
+def source_class_prior(task: data.TransferTask) -> np.ndarray:
+  """Fraction of source train examples in each source class, [C_src]."""
+  counts = np.bincount(task.src_train.labels, minlength=task.num_src_classes)
+  return counts / counts.sum()

@@ -1,0 +1,556 @@
+"""`train_and_evaluate(config, workdir)`: one run of one method, end to end.
+
+Methods (config.method):
+  scratch           target data only, random initialisation.
+  finetune          target data only, encoder from source pre-training, target
+                    head re-initialised.
+  joint_uniform     source + target jointly from the pre-trained encoder and
+                    source head, every source class weighted 1, fixed alpha.
+  datl              as joint_uniform with fixed class weights P_t(c) / P_s(c):
+                    P_t from the pre-trained source classifier's mean
+                    prediction on the target train images (Ngiam et al. 2018).
+  l2tl_fixed_alpha  L2TL learning the class weights only, fixed alpha.
+  l2tl              L2TL: class weights and alpha from the policy.
+
+Every method also records a validation-selected result: the target params
+with the best full-validation accuracy (evaluated every
+config.eval.every_steps) and their test accuracy.
+
+Files in workdir: config.json, checkpoints/, metrics.jsonl (one object per
+log step, plus 'eval/...' objects at evaluation steps), tensorboard/,
+results.json (written last, atomically) and plots/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import tqdm
+
+from l2tl_jax import checkpointing
+from l2tl_jax import data
+from l2tl_jax import models
+from l2tl_jax import optim
+from l2tl_jax import parallel
+from l2tl_jax import policy as policy_lib
+from l2tl_jax import pretrain
+from l2tl_jax import steps
+from l2tl_jax import train_state
+
+METHODS = ("scratch", "finetune", "joint_uniform", "datl",
+           "l2tl_fixed_alpha", "l2tl")
+JOINT_METHODS = ("joint_uniform", "datl", "l2tl_fixed_alpha", "l2tl")
+# Config fields that may change between a run and its resumption.
+HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
+                    "checkpoints_to_keep", "progress_bar", "write_plots",
+                    "pretrain_cache_dir")
+
+
+class NonFiniteError(FloatingPointError):
+  """Training produced a non-finite loss or gradient."""
+
+
+class ConfigMismatchError(ValueError):
+  """The workdir holds a run with a different config."""
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = list(v) if isinstance(v, tuple) else v
+  return out
+
+
+def _comparable(config_dict: dict) -> dict[str, Any]:
+  flat = _flatten(config_dict)
+  return {k: v for k, v in flat.items() if k.split(".")[0] not in HOST_ONLY_FIELDS}
+
+
+def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Writes config.json, or refuses a workdir holding another config."""
+  path = os.path.join(workdir, "config.json")
+  current = json.loads(config.to_json_best_effort())
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    old, new = _comparable(saved), _comparable(current)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+      details = "; ".join(
+          f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
+          for k in diff[:8]
+      )
+      raise ConfigMismatchError(
+          f"Workdir {workdir} holds a run with a different config ({details}"
+          f"{'; ...' if len(diff) > 8 else ''}). Use a new --workdir, or "
+          "delete this one to start over."
+      )
+  checkpointing.write_json_atomic(path, current)
+
+
+def _validate(config: ml_collections.ConfigDict) -> None:
+  if config.method not in METHODS:
+    raise ValueError(
+        f"config.method must be one of {METHODS}, got {config.method!r}."
+    )
+  for name in ("steps", "batch_size"):
+    if config.train[name] < 1:
+      raise ValueError(f"config.train.{name} must be >= 1.")
+  for name in ("log_every_steps", "checkpoint_every_steps"):
+    if config[name] < 1:
+      raise ValueError(f"config.{name} must be >= 1.")
+
+
+def _decay_set(config) -> str:
+  if config.train.decay_set:
+    return config.train.decay_set
+  return "all" if config.method in JOINT_METHODS else "kernels"
+
+
+def _l2tl_options(config, fixed_class_weights=None) -> steps.L2TLOptions:
+  c = config.l2tl
+  learns_alpha = config.method == "l2tl"
+  return steps.L2TLOptions(
+      num_levels=c.num_levels,
+      num_alpha_levels=c.num_alpha_levels,
+      loss_weight_scale=c.loss_weight_scale,
+      fixed_class_weights=fixed_class_weights,
+      fixed_alpha=None if learns_alpha else float(c.fixed_alpha),
+      src_oversample=c.src_oversample,
+      src_normalization=c.src_normalization,
+      inner_steps=c.inner_steps,
+      inner_loop=c.inner_loop,
+      reward=c.reward,
+      baseline_momentum=c.baseline_momentum,
+      baseline_order=c.baseline_order,
+      class_reduction=c.class_reduction,
+      entropy_coef=c.entropy_coef,
+      weight_decay=config.train.weight_decay,
+      decay_set=_decay_set(config),
+  )
+
+
+def datl_class_weights(
+    model: models.TransferModel,
+    params: Any,
+    model_state: Any,
+    task: data.TransferTask,
+    *,
+    batch_size: int,
+) -> np.ndarray:
+  """DATL importance weights P_t(c) / P_s(c), scaled to a maximum of 1.
+
+  P_t(c) is the pre-trained source classifier's mean predicted probability
+  of source class c over the target train images; P_s(c) the source class
+  frequency.
+  """
+
+  @jax.jit
+  def prob_sums(batch):
+    features, _ = models.apply_encoder(
+        model, params, model_state, batch["image"], train=False
+    )
+    probs = jax.nn.softmax(models.apply_head(model, params, features, "src"))
+    return jnp.sum(probs * batch["mask"][:, None], axis=0)
+
+  total = sum(
+      np.asarray(prob_sums(b))
+      for b in data.eval_batches(task.tgt_train, batch_size=batch_size)
+  )
+  p_tgt = total / len(task.tgt_train)
+  weights = p_tgt / np.maximum(pretrain.source_class_prior(task), 1e-12)
+  return weights / weights.max()
+
+
+class _Run:
+  """Everything built for one run; the host loop below drives it."""
+
+  def __init__(self, config, task, workdir, par):
+    self.config, self.task, self.par = config, task, par
+    method = config.method
+    joint = method in JOINT_METHODS
+    self.joint = joint
+    self.info: dict[str, Any] = {}
+    model = models.make_model(
+        config.model.encoder,
+        num_src_classes=task.num_src_classes if joint else 0,
+        num_tgt_classes=task.num_tgt_classes,
+        encoder_kwargs=config.model.encoder_kwargs.to_dict(),
+        axis_name=par.axis_name,
+    )
+    self.model = model
+    rng_init, rng_state = jax.random.split(jax.random.key(config.seed))
+    params, model_state = models.init_variables(model, rng_init, task.image_shape)
+
+    if method != "scratch":
+      cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
+      src_params, src_model_state, info = pretrain.pretrained(
+          config, task, cache, parallel.Parallelism(par.mode, par.num_devices)
+      )
+      self.info["pretrain"] = info
+      # Encoder (and batch statistics) from pre-training; the source head too
+      # for the joint methods; the target head stays freshly initialised.
+      params = {**params, "encoder": src_params["encoder"]}
+      if joint:
+        params["src_head"] = src_params["src_head"]
+      model_state = src_model_state
+
+    t = config.train
+    tx = optim.momentum_sgd(
+        t.lr, boundaries=t.lr_boundaries, scales=t.lr_scales, momentum=t.momentum
+    )
+    policy_tx = policy_params = None
+    fixed_weights = None
+    if method == "joint_uniform":
+      fixed_weights = (1.0,) * task.num_src_classes
+    elif method == "datl":
+      weights = datl_class_weights(
+          model, params, model_state, task, batch_size=config.eval.batch_size
+      )
+      fixed_weights = tuple(float(w) for w in weights)
+      self.info["datl_class_weights"] = dict(
+          zip(task.src_class_names, fixed_weights)
+      )
+    elif method in ("l2tl", "l2tl_fixed_alpha"):
+      c = config.l2tl
+      policy_tx = optim.adam(
+          c.policy_lr,
+          boundaries=c.policy_lr_boundaries,
+          scales=c.policy_lr_scales,
+      )
+      policy_params = policy_lib.init_policy_params(
+          num_src_classes=task.num_src_classes,
+          num_levels=c.num_levels,
+          num_alpha_levels=c.num_alpha_levels,
+      )
+
+    state = train_state.create(
+        params=params,
+        model_state=model_state,
+        tx=tx,
+        rng=rng_state,
+        policy_params=policy_params,
+        policy_tx=policy_tx,
+    )
+    self.state = par.put_replicated(state)
+
+    seed = config.seed
+    if joint:
+      self.options = _l2tl_options(config, fixed_weights)
+      n, b = self.options.inner_steps, t.batch_size
+      self.train_step = steps.make_l2tl_step(
+          model=model, tx=tx, policy_tx=policy_tx, options=self.options,
+          parallelism=par,
+      )
+      if task.tgt_val is None:
+        raise ValueError(
+            f"Method {method!r} needs a target validation split; set "
+            "config.data.target_val_split."
+        )
+      # Batches run across epoch boundaries, as the reference's
+      # shuffle().repeat().batch().
+      stream = lambda split, size, **kw: data.train_iterator(
+          split, batch_size=size, seed=seed, drop_remainder=False, **kw)
+      self.batches = data.joint_iterator({
+          "src": stream(task.src_train, n * self.options.src_oversample * b),
+          "tgt": stream(task.tgt_train, n * b, augment=config.data.augment),
+          "val": stream(task.tgt_val, config.l2tl.val_batch_size),
+      })
+    else:
+      self.options = None
+      self.train_step = steps.make_supervised_step(
+          model=model, tx=tx, head="tgt", weight_decay=t.weight_decay,
+          decay_set=_decay_set(config), parallelism=par,
+      )
+      self.batches = data.train_iterator(
+          task.tgt_train, batch_size=t.batch_size, seed=seed,
+          augment=config.data.augment, drop_remainder=False)
+    self.eval_step = steps.make_eval_step(model=model, parallelism=par)
+
+  def evaluate(self, params, model_state, split) -> dict[str, float]:
+    batches = (
+        self.par.put_batch(b)
+        for b in data.eval_batches(split, batch_size=self.config.eval.batch_size)
+    )
+    return steps.evaluate(self.eval_step, params, model_state, batches)
+
+  def host_state(self) -> Any:
+    """One copy of the train state, on the host."""
+    return jax.device_get(self.par.unreplicate(self.state))
+
+  def expected_weights(self, state) -> dict[str, Any]:
+    if not state.policy_params:
+      return {}
+    out = {}
+    if self.options.learns_classes:
+      out["policy/expected_class_weights"] = np.asarray(
+          policy_lib.expected_class_weights(state.policy_params)
+      ).round(6).tolist()
+    if self.options.learns_alpha:
+      out["policy/expected_alpha"] = float(
+          policy_lib.expected_alpha(
+              state.policy_params, self.options.loss_weight_scale
+          )
+      )
+    return out
+
+
+class _StopRequest:
+  """Records SIGTERM / SIGINT so the loop can save and stop between steps."""
+
+  def __init__(self):
+    self.signum = None
+
+  def __call__(self, signum, frame):
+    del frame
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_caught(stop: _StopRequest):
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def _truncate_jsonl(path: str, last_step: int) -> None:
+  """Drops records after `last_step` (a resumed run rewrites them)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = [l for l in f if l.strip()]
+  kept = [l for l in lines if json.loads(l)["step"] <= last_step]
+  checkpointing.write_text_atomic(path, "".join(kept))
+
+
+def _mean_metrics(pending: list[dict]) -> dict[str, float]:
+  host = jax.device_get(pending)
+  keys = host[0].keys()
+  # Means in float64 of the float32 values: restored windows (JSON floats)
+  # and fresh ones then average identically.
+  return {k: float(np.mean([float(np.asarray(m[k]).reshape(-1)[0])
+                            for m in host])) for k in keys}
+
+
+def _first_nonfinite(pending: list[dict], first_step: int) -> int | None:
+  flags = [float(np.asarray(m["train/nonfinite"]).reshape(-1)[0])
+           for m in jax.device_get(pending)]
+  for i, flag in enumerate(flags):
+    if flag:
+      return first_step + i
+  return None
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+  """Trains `config.method` in `workdir` (resuming it if possible) and tests.
+
+  Args:
+    config: a full run config (see experiments/configs/default.py).
+    workdir: output directory.
+
+  Returns:
+    The results dict also written to workdir/results.json; on SIGTERM or
+    SIGINT, {'status': 'interrupted', 'step': ..., 'checkpoint': ...} after a
+    checkpoint was saved (results.json is not written).
+
+  Raises:
+    ConfigMismatchError: workdir holds a run of another config.
+    NonFiniteError: a loss or gradient became non-finite.
+    DataError: bad data settings.
+  """
+  _validate(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  _check_workdir(config, workdir)
+  results_path = os.path.join(workdir, "results.json")
+  if os.path.exists(results_path):
+    with open(results_path) as f:
+      results = json.load(f)
+    logging.info("Run already complete: %s", results_path)
+    return results
+
+  par = parallel.Parallelism(config.parallelism)
+  task = data.build_task(config.data)
+  run = _Run(config, task, workdir, par)
+  total = config.train.steps
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, "checkpoints"),
+      max_to_keep=config.checkpoints_to_keep,
+  )
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+  host = {"best": {"step": 0, "val_accuracy": -1.0}, "train_time_s": 0.0}
+  best_template = jax.device_get(
+      (run.host_state().params, run.host_state().model_state))
+  best = best_template
+  start = 0
+  latest = ckpt.latest_step()
+  if latest is not None:
+    state, best, host = ckpt.restore(
+        latest, state=run.host_state(), best=best_template
+    )
+    run.state = par.put_replicated(state)
+    run.batches.set_state(host["batches"])
+    start = int(state.step)
+    logging.info("Resumed from step %d (%s)", start, ckpt.directory)
+  _truncate_jsonl(metrics_path, start)
+
+  def save(step):
+    host["batches"] = run.batches.get_state()
+    # The metrics of a partly filled log window, so a resumed run logs the
+    # same window means as an uninterrupted one.
+    host["pending"] = [
+        {k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()}
+        for m in jax.device_get(pending)
+    ]
+    ckpt.save(step, state=run.host_state(), best=best, host=host)
+
+  from tensorboardX import SummaryWriter  # Heavy import, only for runs.
+
+  writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start)
+  stop = _StopRequest()
+  pending: list[dict] = list(host.get("pending", []))
+  window_start = time.perf_counter()
+  window_first = start + 1 - len(pending)
+  bar = tqdm.tqdm(total=total, initial=start, unit="step",
+                  disable=not config.progress_bar, dynamic_ncols=True,
+                  desc=config.method)
+  run_start = time.perf_counter()
+  step = start
+  try:
+    with _signals_caught(stop), open(metrics_path, "a") as log:
+      while step < total:
+        if stop.signum is not None:
+          save(step)
+          logging.warning("Signal %d: saved step %d, stopping.", stop.signum, step)
+          return {"status": "interrupted", "signal": stop.signum,
+                  "step": step, "checkpoint": ckpt.directory}
+        batch = next(run.batches)
+        run.state, metrics = run.train_step(run.state, par.put_batch(batch))
+        pending.append(metrics)
+        step += 1
+        bar.update(1)
+
+        if step % config.log_every_steps == 0 or step == total:
+          bad = _first_nonfinite(pending, window_first)
+          if bad is not None:
+            last = ckpt.latest_step()
+            where = (f"step {last} in {ckpt.directory}" if last is not None
+                     else "none (no checkpoint was saved yet)")
+            raise NonFiniteError(
+                f"Non-finite loss or gradient at step {bad} of "
+                f"{config.method}; the update was not applied and the run "
+                f"stopped. Last good checkpoint: {where}. Lower the learning "
+                "rate or check the data, then rerun."
+            )
+          elapsed = time.perf_counter() - window_start
+          record = {"step": step, **_mean_metrics(pending),
+                    "steps_per_s": len(pending) / max(elapsed, 1e-9),
+                    **run.expected_weights(run.host_state())}
+          log.write(json.dumps(record) + "\n")
+          log.flush()
+          for k, v in record.items():
+            if isinstance(v, float) and k != "step":
+              writer.add_scalar(k, v, step)
+          bar.set_postfix({k.split("/")[-1]: f"{record[k]:.3f}" for k in
+                           ("train/tgt_loss", "policy/reward") if k in record})
+          pending = []
+          window_start, window_first = time.perf_counter(), step + 1
+
+        if config.eval.every_steps and run.task.tgt_val is not None and (
+            step % config.eval.every_steps == 0 or step == total):
+          s = run.host_state()
+          val = run.evaluate(*par.put_replicated((s.params, s.model_state)),
+                             run.task.tgt_val)
+          log.write(json.dumps({"step": step, "eval/val_accuracy":
+                                val["accuracy"], "eval/val_loss": val["loss"]})
+                    + "\n")
+          log.flush()
+          writer.add_scalar("eval/val_accuracy", val["accuracy"], step)
+          if val["accuracy"] > host["best"]["val_accuracy"]:
+            host["best"] = {"step": step, "val_accuracy": val["accuracy"]}
+            best = (s.params, s.model_state)
+
+        if step % config.checkpoint_every_steps == 0 or step == total:
+          host["train_time_s"] += time.perf_counter() - run_start
+          run_start = time.perf_counter()
+          save(step)
+  finally:
+    bar.close()
+    writer.close()
+    ckpt.close()
+
+  results = _final_results(run, best, host, workdir)
+  checkpointing.write_json_atomic(results_path, results)
+  if config.write_plots:
+    from l2tl_jax import plots  # matplotlib only when plotting.
+
+    plots.plot_run(workdir)
+  run.batches.close()
+  return results
+
+
+def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
+  config, task, par = run.config, run.task, run.par
+  state = run.host_state()
+  results: dict[str, Any] = {
+      "status": "completed",
+      "method": config.method,
+      "seed": config.seed,
+      "steps": int(state.step),
+      "train_time_s": host["train_time_s"],
+  }
+  if task.tgt_test is not None:
+    test = run.evaluate(*par.put_replicated((state.params, state.model_state)),
+                        task.tgt_test)
+    results["test_accuracy"] = test["accuracy"]
+    results["test_loss"] = test["loss"]
+    results["test_examples"] = int(test["count"])
+  if task.tgt_val is not None:
+    val = run.evaluate(*par.put_replicated((state.params, state.model_state)),
+                       task.tgt_val)
+    results["val_accuracy"] = val["accuracy"]
+    selected = {"step": host["best"]["step"],
+                "val_accuracy": host["best"]["val_accuracy"]}
+    if task.tgt_test is not None and host["best"]["step"] > 0:
+      sel_test = run.evaluate(*par.put_replicated(best), task.tgt_test)
+      selected["test_accuracy"] = sel_test["accuracy"]
+    results["val_selected"] = selected
+  weights = run.expected_weights(state)
+  if weights:
+    results["policy"] = {
+        "expected_class_weights": dict(zip(
+            task.src_class_names,
+            weights.get("policy/expected_class_weights", []))),
+        "expected_alpha": weights.get("policy/expected_alpha"),
+    }
+  results.update(run.info)
+  results["task"] = task.summary()
+  results["src_class_names"] = list(task.src_class_names)
+  results["tgt_class_names"] = list(task.tgt_class_names)
+  results["config"] = json.loads(config.to_json_best_effort())
+  results["devices"] = [str(d) for d in par.devices]
+  return results
