@@ -27,6 +27,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from l2tl_jax.data import sharding as data_sharding
+
 MODES = ("jit", "mesh", "pmap")
 
 
@@ -98,6 +100,10 @@ class Parallelism:
     """Number of devices a global batch is split over."""
     return len(self.devices)
 
+  def round_up(self, batch_size: int) -> int:
+    """The smallest multiple of the device count >= batch_size."""
+    return -(-batch_size // self.size) * self.size
+
   def mesh(self) -> jax.sharding.Mesh:
     return jax.sharding.Mesh(np.asarray(self.devices), (self.axis,))
 
@@ -135,28 +141,17 @@ class Parallelism:
       )
     return jax.pmap(fn, axis_name=self.axis, devices=self.devices)
 
-  def check_batch(self, batch: Any) -> None:
-    """Raises ValueError if a leading batch axis does not split evenly."""
-    for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
-      if np.shape(leaf)[0] % self.size:
-        raise ValueError(
-            f"Batch entry {jax.tree_util.keystr(path)} has leading size "
-            f"{np.shape(leaf)[0]}, not divisible by {self.size} devices; "
-            "choose batch sizes that are multiples of the device count."
-        )
-
   def put_batch(self, batch: Any) -> Any:
-    """Places a host batch for the compiled step."""
+    """Places a host batch for the compiled step (split over the devices).
+
+    Raises:
+      DataError: a leading batch axis does not split evenly.
+    """
     if self.mode == "jit":
       return jax.device_put(batch, self.devices[0])
-    self.check_batch(batch)
     if self.mode == "mesh":
-      return jax.device_put(batch, self._shardings()[1])
-    n = self.size
-    return jax.tree.map(
-        lambda x: np.reshape(x, (n, np.shape(x)[0] // n, *np.shape(x)[1:])),
-        batch,
-    )
+      return data_sharding.shard_batch(batch, self._shardings()[1])
+    return data_sharding.split_for_pmap(batch, self.size)
 
   def put_replicated(self, tree: Any) -> Any:
     """Places a pytree (train state, params) for the compiled step."""

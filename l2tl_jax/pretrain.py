@@ -104,7 +104,7 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
         steps.make_eval_step(model=model, head="src", parallelism=par),
         *par.put_replicated((state.params, state.model_state)),
         (par.put_batch(b) for b in data.eval_batches(
-            task.src_test, batch_size=config.eval.batch_size)),
+            task.src_test, batch_size=par.round_up(config.eval.batch_size))),
     )
     info["source_test_accuracy"] = result["accuracy"]
     info["source_test_examples"] = int(result["count"])

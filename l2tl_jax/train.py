@@ -221,7 +221,7 @@ class _Run:
     elif method == "datl":
       weights = datl_class_weights(
           model, params, model_state, task, batch_size=config.eval.batch_size
-      )
+      )  # On one device: a single pass over the few target train images.
       fixed_weights = tuple(float(w) for w in weights)
       self.info["datl_class_weights"] = dict(
           zip(task.src_class_names, fixed_weights)
@@ -283,9 +283,10 @@ class _Run:
     self.eval_step = steps.make_eval_step(model=model, parallelism=par)
 
   def evaluate(self, params, model_state, split) -> dict[str, float]:
+    batch_size = self.par.round_up(self.config.eval.batch_size)
     batches = (
         self.par.put_batch(b)
-        for b in data.eval_batches(split, batch_size=self.config.eval.batch_size)
+        for b in data.eval_batches(split, batch_size=batch_size)
     )
     return steps.evaluate(self.eval_step, params, model_state, batches)
 

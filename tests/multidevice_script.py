@@ -4,6 +4,7 @@ Trains the same L2TL, fine-tuning and eval steps with jit on one device, jit
 over a device mesh and pmap, and asserts the results agree.
 """
 
+import os
 import sys
 
 import chex
@@ -77,6 +78,32 @@ def run_finetune_and_eval(par):
   return jax.device_get(par.unreplicate(state)), result
 
 
+def check_train_and_evaluate(data_dir):
+  """The whole trainer under each parallelism gives the same results."""
+  from experiments.configs import tiny
+  from l2tl_jax import train
+
+  results = {}
+  for mode in ("jit", "mesh", "pmap"):
+    config = tiny.get_config()
+    config.data.data_dir = data_dir
+    config.parallelism = mode
+    config.train.steps = 20
+    config.write_plots = False
+    config.pretrain_cache_dir = os.path.join(data_dir, "pretrain_" + mode)
+    results[mode] = train.train_and_evaluate(
+        config, os.path.join(data_dir, "run_" + mode))
+  for mode in ("mesh", "pmap"):
+    for key in ("test_accuracy", "val_accuracy"):
+      np.testing.assert_allclose(results[mode][key], results["jit"][key],
+                                 atol=2 / 605)
+    np.testing.assert_allclose(
+        list(results[mode]["policy"]["expected_class_weights"].values()),
+        list(results["jit"]["policy"]["expected_class_weights"].values()),
+        atol=1e-4)
+    print(f"train_and_evaluate {mode}: matches single device")
+
+
 def main():
   assert jax.local_device_count() == 8, jax.devices()
   single = parallel.Parallelism("jit")
@@ -102,6 +129,9 @@ def main():
     chex.assert_trees_all_close(state, ref_state, atol=2e-5, rtol=2e-5)
     chex.assert_trees_all_close(result, ref_eval, atol=1e-5)
     print(f"finetune+eval with batch norm {par.mode}: matches single device")
+  data_dir = os.environ.get("L2TL_TEST_DATA_DIR")
+  if data_dir:
+    check_train_and_evaluate(data_dir)
   print("OK")
 
 

@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 from absl.testing import absltest
 
@@ -15,6 +16,7 @@ class MultiDeviceTest(absltest.TestCase):
         env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
     )
     env["JAX_PLATFORMS"] = "cpu"
+    env["L2TL_TEST_DATA_DIR"] = tempfile.mkdtemp(prefix="l2tl_multidevice_")
     script = os.path.join(os.path.dirname(__file__), "multidevice_script.py")
     proc = subprocess.run(
         [sys.executable, script], env=env, capture_output=True, text=True,
@@ -23,6 +25,8 @@ class MultiDeviceTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
     self.assertIn("l2tl mesh: matches single device", proc.stdout)
     self.assertIn("l2tl pmap: matches single device", proc.stdout)
+    self.assertIn("train_and_evaluate mesh: matches single device", proc.stdout)
+    self.assertIn("train_and_evaluate pmap: matches single device", proc.stdout)
     self.assertIn("OK", proc.stdout)
 
 
