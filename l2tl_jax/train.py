@@ -450,6 +450,8 @@ def train_and_evaluate(
           return {"status": "interrupted", "signal": stop.signum,
                   "step": step, "checkpoint": ckpt.directory}
         batch = next(run.batches)
+        if step == start and run.joint:
+          steps.check_l2tl_batch(batch, run.options)
         run.state, metrics = run.train_step(run.state, par.put_batch(batch))
         pending.append(metrics)
         step += 1
