@@ -26,7 +26,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+      json.dump(obj, f, indent=2, default=_json_default)
       f.write("\n")
     os.replace(tmp, path)
   except BaseException:

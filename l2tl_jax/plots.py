@@ -284,7 +284,10 @@ def plot_run(workdir: str) -> list[str]:
 
 
 def plot_comparison(summary: dict[str, Any], path: str) -> str:
-  """Bar chart of mean ± std test accuracy per method, with per-seed dots.
+  """Mean ± std test accuracy per method (error bars), with per-seed dots.
+
+  The accuracy axis spans the data, not 0..1, so that differences of a
+  point stay visible; the axis label says so.
 
   Args:
     summary: {'methods': {row name: {'mean': float, 'std': float,
@@ -302,17 +305,19 @@ def plot_comparison(summary: dict[str, Any], path: str) -> str:
   fig = _new_figure(max(6.0, 1.3 * len(names) + 2.0), 4.5)
   ax = fig.add_subplot()
   x = np.arange(len(names))
-  ax.bar(x, means, yerr=stds, capsize=5, color="tab:blue", alpha=0.6,
-         label=f"mean ± std ({summary.get('std_kind', 'std')})")
+  ax.errorbar(x, means, yerr=stds, fmt="s", markersize=8, capsize=6,
+              color="tab:blue",
+              label=f"mean ± std ({summary.get('std_kind', 'std')})")
   rng = np.random.default_rng(0)  # Fixed jitter: the same file every time.
   for i, name in enumerate(names):
     values = np.asarray(rows[name]["per_seed"], np.float64)
     jitter = rng.uniform(-0.15, 0.15, size=len(values))
-    ax.plot(i + jitter, values, "o", color="black", markersize=4,
+    ax.plot(i + jitter, values, "o", color="black", markersize=3, alpha=0.7,
             label="per seed" if i == 0 else None)
   ax.set_xticks(x)
   ax.set_xticklabels(names, rotation=20, ha="right")
-  ax.set_ylabel("target test accuracy")
+  ax.set_xlim(-0.6, len(names) - 0.4)
+  ax.set_ylabel("target test accuracy (axis not from 0)")
   ax.set_title("Target test accuracy per method")
   ax.grid(axis="y", alpha=0.3)
   ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
