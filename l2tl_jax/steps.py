@@ -315,11 +315,18 @@ def _l2tl_step_fn(
         "A policy optimiser is needed exactly when class weights or alpha "
         "are learned."
     )
-  fixed_weights = (
-      None
-      if opts.learns_classes
-      else jnp.asarray(np.asarray(opts.fixed_class_weights, np.float32))
-  )
+  if not (model.num_src_classes and model.num_tgt_classes):
+    raise ValueError("The L2TL step needs a model with both heads.")
+  fixed_weights = None
+  if not opts.learns_classes:
+    if len(opts.fixed_class_weights) != model.num_src_classes:
+      raise ValueError(
+          f"fixed_class_weights has {len(opts.fixed_class_weights)} entries "
+          f"for {model.num_src_classes} source classes; give one per class."
+      )
+    fixed_weights = jnp.asarray(
+        np.asarray(opts.fixed_class_weights, np.float32)
+    )
 
   def inner_step(carry, xs, *, class_w, alpha, n_dev, decay_mask):
     params, model_state, opt_state = carry

@@ -200,7 +200,7 @@ class _Run:
     if method != "scratch":
       cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
       src_params, src_model_state, info = pretrain.pretrained(
-          config, task, cache, parallel.Parallelism(par.mode, par.num_devices)
+          config, task, cache, par
       )
       self.info["pretrain"] = info
       # Encoder (and batch statistics) from pre-training; the source head too

@@ -286,6 +286,16 @@ class PolicyStepTest(absltest.TestCase):
     with self.assertRaisesRegex(ValueError, "policy optimiser"):
       steps.make_l2tl_step(model=_model(), tx=optim.momentum_sgd(0.1),
                            policy_tx=None)
+    with self.assertRaisesRegex(ValueError, "2 entries for 3 source classes"):
+      steps.make_l2tl_step(
+          model=_model(), tx=optim.momentum_sgd(0.1), policy_tx=None,
+          options=steps.L2TLOptions(fixed_class_weights=(1.0, 1.0),
+                                    fixed_alpha=1.0))
+    with self.assertRaisesRegex(ValueError, "both heads"):
+      steps.make_l2tl_step(
+          model=_model(num_src=0), tx=optim.momentum_sgd(0.1), policy_tx=None,
+          options=steps.L2TLOptions(fixed_class_weights=(1.0,),
+                                    fixed_alpha=1.0))
     with self.assertRaisesRegex(ValueError, "src_oversample"):
       steps.check_l2tl_batch(
           {"src": {"label": np.zeros(6)}, "tgt": {"label": np.zeros(4)},

