@@ -9,6 +9,12 @@ zero-padded to 32x32), all 10 classes. Target = scikit-learn's 8x8 digits
 SVHN-5: 10 per class for train, 50 per class for validation and the rest
 (about 120 per class) for test, all from the one split (disjoint, seeded
 draw). Reference hyper-parameters and LeNet encoder, 1200 target steps.
+
+Measured (2-core CPU, seeds 0..4, test accuracy % on 605 images, mean ±
+sample std; experiments/reports/digits): scratch 95.97 ± 0.48, finetune
+96.93 ± 0.50, finetune (val-selected) 96.79 ± 0.56, joint_uniform
+96.17 ± 0.32, datl 96.36 ± 0.29, l2tl 96.33 ± 0.44, l2tl (val-selected)
+96.33 ± 0.60.
 """
 
 from experiments.configs import default
