@@ -536,11 +536,16 @@ def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
     val = run.evaluate(*par.put_replicated((state.params, state.model_state)),
                        task.tgt_val)
     results["val_accuracy"] = val["accuracy"]
-    selected = {"step": host["best"]["step"],
-                "val_accuracy": host["best"]["val_accuracy"]}
-    if task.tgt_test is not None and host["best"]["step"] > 0:
-      sel_test = run.evaluate(*par.put_replicated(best), task.tgt_test)
-      selected["test_accuracy"] = sel_test["accuracy"]
+    if host["best"]["step"] > 0:
+      selected = {"step": host["best"]["step"],
+                  "val_accuracy": host["best"]["val_accuracy"]}
+      if task.tgt_test is not None:
+        sel_test = run.evaluate(*par.put_replicated(best), task.tgt_test)
+        selected["test_accuracy"] = sel_test["accuracy"]
+    else:  # No periodic evaluation: the final params are the only candidate.
+      selected = {"step": results["steps"], "val_accuracy": val["accuracy"]}
+      if "test_accuracy" in results:
+        selected["test_accuracy"] = results["test_accuracy"]
     results["val_selected"] = selected
   weights = run.expected_weights(state)
   if weights:

@@ -121,6 +121,14 @@ class WorkdirTest(absltest.TestCase):
                                  "train.lr_scales": (1e30,)}), workdir)
     self.assertFalse(os.path.exists(os.path.join(workdir, "results.json")))
 
+  def test_without_periodic_evaluation_the_final_params_are_selected(self):
+    results = train.train_and_evaluate(
+        _config("scratch", **{"eval.every_steps": 0}),
+        os.path.join(_tmp(), "noeval"))
+    self.assertEqual(results["val_selected"],
+                     {"step": 40, "val_accuracy": results["val_accuracy"],
+                      "test_accuracy": results["test_accuracy"]})
+
   def test_bad_method(self):
     with self.assertRaisesRegex(ValueError, "config.method must be one of"):
       train.train_and_evaluate(_config("magic"), os.path.join(_tmp(), "bad"))
