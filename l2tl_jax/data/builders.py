@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import tempfile
+from typing import Any, Sequence
 
 from etils import epath
 import numpy as np
@@ -41,6 +42,22 @@ class _LocalBuilder(tfds.core.GeneratorBasedBuilder):
   def code_path(cls):
     return epath.Path(__file__)
 
+  def _image_label_info(self, description: str, image: Any,
+                        class_names: Sequence[str],
+                        **extra_features: Any) -> tfds.core.DatasetInfo:
+    """DatasetInfo of an ('image', 'label') dataset kept in file order."""
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=description,
+        features=tfds.features.FeaturesDict({
+            'image': image,
+            'label': tfds.features.ClassLabel(names=list(class_names)),
+            **extra_features,
+        }),
+        supervised_keys=('image', 'label'),
+        disable_shuffling=True,
+    )
+
 
 class _DigitsBuilder(_LocalBuilder):
   """One 'train' split of gray digit images of IMAGE_SHAPE, labels '0'..'9'."""
@@ -49,16 +66,10 @@ class _DigitsBuilder(_LocalBuilder):
   DESCRIPTION: str
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=self.DESCRIPTION,
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=self.IMAGE_SHAPE,
-                                          dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=_DIGIT_NAMES),
-        }),
-        supervised_keys=('image', 'label'),
-        disable_shuffling=True,
+    return self._image_label_info(
+        self.DESCRIPTION,
+        tfds.features.Tensor(shape=self.IMAGE_SHAPE, dtype=np.uint8),
+        _DIGIT_NAMES,
     )
 
   def _split_generators(self, dl_manager):
@@ -132,16 +143,10 @@ class Idx(_LocalBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     files = self.builder_config.files
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=f'MNIST-format files from {files.directory}.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(
-                shape=files.image_shape, dtype=np.uint8),
-            'label': tfds.features.ClassLabel(names=files.class_names),
-        }),
-        supervised_keys=('image', 'label'),
-        disable_shuffling=True,
+    return self._image_label_info(
+        f'MNIST-format files from {files.directory}.',
+        tfds.features.Tensor(shape=files.image_shape, dtype=np.uint8),
+        files.class_names,
     )
 
   def _split_generators(self, dl_manager):
@@ -180,16 +185,11 @@ class ImageFolder(_LocalBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     layout = self.builder_config.layout
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=f'Images from {layout.root}, one subfolder per class.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Tensor(shape=(), dtype=np.object_),
-            'label': tfds.features.ClassLabel(names=layout.class_names),
-            'file_name': tfds.features.Tensor(shape=(), dtype=np.object_),
-        }),
-        supervised_keys=('image', 'label'),
-        disable_shuffling=True,
+    return self._image_label_info(
+        f'Images from {layout.root}, one subfolder per class.',
+        tfds.features.Tensor(shape=(), dtype=np.object_),
+        layout.class_names,
+        file_name=tfds.features.Tensor(shape=(), dtype=np.object_),
     )
 
   def _split_generators(self, dl_manager):
