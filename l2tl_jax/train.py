@@ -345,20 +345,25 @@ def _truncate_jsonl(path: str, last_step: int) -> None:
   checkpointing.write_text_atomic(path, "".join(kept))
 
 
-def _mean_metrics(pending: list[dict]) -> dict[str, float]:
-  host = jax.device_get(pending)
-  keys = host[0].keys()
-  # Means in float64 of the float32 values: restored windows (JSON floats)
-  # and fresh ones then average identically.
-  return {k: float(np.mean([float(np.asarray(m[k]).reshape(-1)[0])
-                            for m in host])) for k in keys}
+def _to_host(pending: list[dict]) -> list[dict[str, float]]:
+  """Per-step metrics as Python floats, in one transfer.
+
+  Floats (float64) of the float32 values: restored windows (JSON floats) and
+  fresh ones then average identically.
+  """
+  return [{k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()}
+          for m in jax.device_get(pending)]
 
 
-def _first_nonfinite(pending: list[dict], first_step: int) -> int | None:
-  flags = [float(np.asarray(m["train/nonfinite"]).reshape(-1)[0])
-           for m in jax.device_get(pending)]
-  for i, flag in enumerate(flags):
-    if flag:
+def _mean_metrics(window: list[dict[str, float]]) -> dict[str, float]:
+  return {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+
+
+def _first_nonfinite(
+    window: list[dict[str, float]], first_step: int
+) -> int | None:
+  for i, m in enumerate(window):
+    if m["train/nonfinite"]:
       return first_step + i
   return None
 
@@ -423,10 +428,7 @@ def train_and_evaluate(
     host["batches"] = run.batches.get_state()
     # The metrics of a partly filled log window, so a resumed run logs the
     # same window means as an uninterrupted one.
-    host["pending"] = [
-        {k: float(np.asarray(v).reshape(-1)[0]) for k, v in m.items()}
-        for m in jax.device_get(pending)
-    ]
+    host["pending"] = _to_host(pending)
     ckpt.save(step, state=run.host_state(), best=best, host=host)
 
   from tensorboardX import SummaryWriter  # Heavy import, only for runs.
@@ -458,7 +460,8 @@ def train_and_evaluate(
         bar.update(1)
 
         if step % config.log_every_steps == 0 or step == total:
-          bad = _first_nonfinite(pending, window_first)
+          window = _to_host(pending)
+          bad = _first_nonfinite(window, window_first)
           if bad is not None:
             last = ckpt.latest_step()
             where = (f"step {last} in {ckpt.directory}" if last is not None
@@ -470,7 +473,7 @@ def train_and_evaluate(
                 "rate or check the data, then rerun."
             )
           elapsed = time.perf_counter() - window_start
-          record = {"step": step, **_mean_metrics(pending),
+          record = {"step": step, **_mean_metrics(window),
                     "steps_per_s": len(pending) / max(elapsed, 1e-9),
                     **run.expected_weights(run.host_state())}
           log.write(json.dumps(record) + "\n")
