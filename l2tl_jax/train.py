@@ -282,7 +282,9 @@ class _Run:
           augment=config.data.augment, drop_remainder=False)
     self.eval_step = steps.make_eval_step(model=model, parallelism=par)
 
-  def evaluate(self, params, model_state, split) -> dict[str, float]:
+  def evaluate(self, variables, split) -> dict[str, float]:
+    """Accuracy and loss over `split` of host (params, model_state)."""
+    params, model_state = self.par.put_replicated(variables)
     batch_size = self.par.round_up(self.config.eval.batch_size)
     batches = (
         self.par.put_batch(b)
@@ -489,8 +491,7 @@ def train_and_evaluate(
         if config.eval.every_steps and run.task.tgt_val is not None and (
             step % config.eval.every_steps == 0 or step == total):
           s = run.host_state()
-          val = run.evaluate(*par.put_replicated((s.params, s.model_state)),
-                             run.task.tgt_val)
+          val = run.evaluate((s.params, s.model_state), run.task.tgt_val)
           log.write(json.dumps({"step": step, "eval/val_accuracy":
                                 val["accuracy"], "eval/val_loss": val["loss"]})
                     + "\n")
@@ -520,7 +521,7 @@ def train_and_evaluate(
 
 
 def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
-  config, task, par = run.config, run.task, run.par
+  config, task = run.config, run.task
   state = run.host_state()
   results: dict[str, Any] = {
       "status": "completed",
@@ -530,20 +531,18 @@ def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
       "train_time_s": host["train_time_s"],
   }
   if task.tgt_test is not None:
-    test = run.evaluate(*par.put_replicated((state.params, state.model_state)),
-                        task.tgt_test)
+    test = run.evaluate((state.params, state.model_state), task.tgt_test)
     results["test_accuracy"] = test["accuracy"]
     results["test_loss"] = test["loss"]
     results["test_examples"] = int(test["count"])
   if task.tgt_val is not None:
-    val = run.evaluate(*par.put_replicated((state.params, state.model_state)),
-                       task.tgt_val)
+    val = run.evaluate((state.params, state.model_state), task.tgt_val)
     results["val_accuracy"] = val["accuracy"]
     if host["best"]["step"] > 0:
       selected = {"step": host["best"]["step"],
                   "val_accuracy": host["best"]["val_accuracy"]}
       if task.tgt_test is not None:
-        sel_test = run.evaluate(*par.put_replicated(best), task.tgt_test)
+        sel_test = run.evaluate(best, task.tgt_test)
         selected["test_accuracy"] = sel_test["accuracy"]
     else:  # No periodic evaluation: the final params are the only candidate.
       selected = {"step": results["steps"], "val_accuracy": val["accuracy"]}
@@ -563,5 +562,5 @@ def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
   results["src_class_names"] = list(task.src_class_names)
   results["tgt_class_names"] = list(task.tgt_class_names)
   results["config"] = json.loads(config.to_json_best_effort())
-  results["devices"] = [str(d) for d in par.devices]
+  results["devices"] = [str(d) for d in run.par.devices]
   return results
