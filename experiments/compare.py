@@ -427,6 +427,7 @@ def run_comparison(
   """
   check_arguments(config, seeds=seeds, methods=methods,
                   target_per_class=target_per_class)
+  config = train.resolve_config(config)
   workdir = os.path.abspath(workdir)
   pretrain_dir = os.path.join(workdir, "pretrain")
   plan = [
@@ -488,6 +489,7 @@ def run_target_size_sweep(
   """
   check_arguments(config, seeds=seeds, methods=methods,
                   target_per_class=target_per_class)
+  config = train.resolve_config(config)
   sizes = sorted({int(k) for k in target_per_class})
   workdir = os.path.abspath(workdir)
   pretrain_dir = os.path.join(workdir, "pretrain")

@@ -69,13 +69,13 @@ def weighted_ce_sums(
   Args:
     logits: [B, C].
     labels: int [B].
-    weights: [B], no gradient is taken through them.
+    weights: [B]; gradients flow through them (the meta-gradient estimator
+      differentiates the model update with respect to the weights).
 
   Returns:
     (sum_i w_i * CE_i, #(w_i != 0)), both float32 scalars.
   """
   chex.assert_equal_shape_prefix((logits, labels, weights), 1)
-  weights = jax.lax.stop_gradient(weights)
   numerator = jnp.sum(weights * cross_entropy(logits, labels))
   count = jnp.sum(weights != 0).astype(jnp.float32)
   return numerator, count

@@ -357,3 +357,45 @@ def plot_target_size_sweep(sweep_summary: dict[str, Any], path: str) -> str:
   ax.grid(alpha=0.3)
   ax.legend()
   return save_figure(fig, path)
+
+
+def plot_study_weights(summary: dict[str, Any], path: str) -> str | None:
+  """Learned expected class weight per source class, one bar per variant.
+
+  Bars are means over seeds with sample-std error bars; the legend gives
+  each variant's mean pairwise Spearman correlation across seeds.
+
+  Args:
+    summary: {'benchmark': str, 'variants': {name: {'class_weights':
+      {'names', 'mean', 'std'}, 'spearman': float | None}}} (the study.json
+      written by experiments/study.py); variants without weights are
+      skipped.
+    path: PNG destination.
+
+  Returns:
+    `path`, or None when no variant learned class weights.
+  """
+  rows = {n: r for n, r in summary["variants"].items() if "class_weights" in r}
+  if not rows:
+    return None
+  names = next(iter(rows.values()))["class_weights"]["names"]
+  x = np.arange(len(names))
+  width = 0.8 / len(rows)
+  fig = _new_figure(max(7.0, 0.9 * len(names) * max(1, len(rows) / 3) + 3.0),
+                    4.5)
+  ax = fig.add_subplot()
+  for i, (name, r) in enumerate(rows.items()):
+    w = r["class_weights"]
+    rho = r.get("spearman")
+    label = name if rho is None else f"{name} (rank corr. {rho:.2f})"
+    ax.bar(x + (i - (len(rows) - 1) / 2) * width, w["mean"], width,
+           yerr=w["std"], capsize=2, label=label)
+  ax.set_xticks(x)
+  ax.set_xticklabels(names, rotation=30 if len(names) > 6 else 0,
+                     ha="right" if len(names) > 6 else "center")
+  ax.set_ylim(0.0, 1.0)
+  ax.set_ylabel("expected class weight (mean ± std over seeds)")
+  ax.set_title(f"Learned source-class weights: {summary.get('benchmark', '')}")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+  return save_figure(fig, path)

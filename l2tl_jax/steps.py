@@ -43,6 +43,7 @@ StepFn = Callable[[TrainState, Batch], tuple[TrainState, Metrics]]
 
 REWARDS = ("accuracy", "neg_loss", "loss_improvement")
 BASELINE_ORDERS = ("reference", "previous")
+ESTIMATORS = ("reinforce", "meta_gradient")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +82,20 @@ class L2TLOptions:
     decay_set: which parameters decay: 'all' (reference L2TL), 'kernels'.
     skip_nonfinite: leave the state unchanged when a loss or gradient is not
       finite (the step is reported in 'train/nonfinite').
+    estimator: how the policy learns. 'reinforce' (reference): sample
+      discrete actions, score them by the reward, REINFORCE. 'meta_gradient':
+      no sampling; the model trains with the policy's EXPECTED class weights
+      and alpha, and the policy descends the exact gradient of the
+      validation cross-entropy after the inner step(s) with respect to its
+      parameters, taken through the model optimiser's update (learning to
+      reweight, Ren et al. 2018). reward, baseline_*, class_reduction,
+      entropy_coef and num_samples only apply to 'reinforce'.
+    num_samples: S, policy samples per outer step (REINFORCE). With S > 1
+      each sample runs its own inner step(s) from the same state (vmapped)
+      and is scored on the same validation batch; the advantage of sample s
+      is r_s minus the mean reward of the other samples (leave-one-out
+      baseline), and the model carries on with sample 0's update. The EMA
+      baseline then only tracks the mean reward for logging.
   """
 
   num_levels: int = 100
@@ -100,8 +115,21 @@ class L2TLOptions:
   weight_decay: float = 5e-4
   decay_set: str = "all"
   skip_nonfinite: bool = True
+  estimator: str = "reinforce"
+  num_samples: int = 1
 
   def __post_init__(self):
+    if self.estimator not in ESTIMATORS:
+      raise ValueError(
+          f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}"
+      )
+    if self.num_samples < 1:
+      raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
+    if self.estimator == "meta_gradient" and self.num_samples != 1:
+      raise ValueError(
+          "num_samples > 1 is a REINFORCE option; the meta-gradient "
+          "estimator takes no samples. Set num_samples=1."
+      )
     if self.reward not in REWARDS:
       raise ValueError(f"reward must be one of {REWARDS}, got {self.reward!r}")
     if self.baseline_order not in BASELINE_ORDERS:
@@ -391,27 +419,8 @@ def _l2tl_step_fn(
     }
     return (params, model_state, opt_state), metrics
 
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    n_dev = _axis_size(axis_name)
-    rng_policy = jax.random.fold_in(state.step_key(), 0)
-
-    # 1. Sample the policy (the key is replicated: the same draw everywhere).
-    if opts.has_policy:
-      actions = policy_lib.sample(state.policy_params, rng_policy)
-    if opts.learns_classes:
-      class_w = policy_lib.class_weights(actions["class"], opts.num_levels)
-    else:
-      class_w = fixed_weights
-    if opts.learns_alpha:
-      alpha = policy_lib.alpha_value(actions["alpha"], opts.loss_weight_scale)
-    else:
-      alpha = jnp.asarray(opts.fixed_alpha, jnp.float32)
-
-    # 2. N inner model steps with the same action.
-    n = opts.inner_steps
-    split_inner = lambda x: x.reshape((n, x.shape[0] // n, *x.shape[1:]))
-    src = jax.tree.map(split_inner, batch["src"])
-    tgt = jax.tree.map(split_inner, batch["tgt"])
+  def rollout(state, src, tgt, class_w, alpha, n_dev):
+    """N inner model steps with one action: (params, model_state, opt_state)."""
     body = lambda carry, xs: inner_step(
         carry,
         xs,
@@ -425,34 +434,168 @@ def _l2tl_step_fn(
       carry, inner_metrics = jax.lax.scan(body, carry, (src, tgt))
     else:
       per_step = []
-      for i in range(n):
+      for i in range(opts.inner_steps):
         carry, m = body(carry, jax.tree.map(lambda x: x[i], (src, tgt)))
         per_step.append(m)
       inner_metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *per_step)
-    params, model_state, opt_state = carry
-    metrics = jax.tree.map(jnp.mean, inner_metrics)
+    return carry, jax.tree.map(jnp.mean, inner_metrics)
 
-    # 3. Reward on the validation batch with the UPDATED parameters.
+  def val_sums(params, model_state, val, num_val):
+    """(accuracy, mean cross-entropy) of the global validation batch.
+
+    Also returns the local loss share (not summed over devices) for
+    differentiation: summed over devices it is the mean loss.
+    """
+    features, _ = models.apply_encoder(
+        model, params, model_state, val["image"], train=False
+    )
+    logits = models.apply_head(model, params, features, "tgt")
+    hits = jnp.sum(losses.correct(logits, val["label"]))
+    local_loss = jnp.sum(losses.cross_entropy(logits, val["label"])) / num_val
+    return (
+        _psum(hits, axis_name) / num_val,
+        _psum(local_loss, axis_name),
+        local_loss,
+    )
+
+  def fixed_or(value, fixed):
+    return value if fixed is None else fixed
+
+  def finish(state, carry, policy_params, policy_opt_state, metrics,
+             baseline=None, reward=None):
+    params, model_state, opt_state = carry
+    new_state = state.replace(
+        step=state.step + 1,
+        params=params,
+        model_state=model_state,
+        opt_state=opt_state,
+        policy_params=policy_params,
+        policy_opt_state=policy_opt_state,
+    )
+    if baseline is not None:
+      new_state = new_state.replace(
+          baseline_num=baseline[0], baseline_den=baseline[1]
+      )
+    if opts.learns_classes:
+      metrics["policy/mean_expected_class_weight"] = jnp.mean(
+          policy_lib.expected_class_weights(policy_params)
+      )
+    checked = [metrics["train/src_loss"], metrics["train/tgt_loss"], params,
+               policy_params]
+    if reward is not None:
+      checked.append(reward)
+    finite = _all_finite(checked)
+    metrics["train/nonfinite"] = 1.0 - finite.astype(jnp.float32)
+    if opts.skip_nonfinite:
+      new_state = _select(finite, new_state, state.replace(step=state.step + 1))
+    return new_state, metrics
+
+  def meta_gradient_step(state, src, tgt, val, n_dev, num_val):
+    """The model trains with the expected weights; the policy descends the
+    gradient of the validation loss after the inner steps."""
+    alpha_fixed = (
+        None if opts.learns_alpha else jnp.asarray(opts.fixed_alpha, jnp.float32)
+    )
+
+    def objective(policy_params):
+      class_w = fixed_or(
+          policy_lib.expected_class_weights(policy_params)
+          if opts.learns_classes else None,
+          fixed_weights,
+      )
+      alpha = fixed_or(
+          policy_lib.expected_alpha(policy_params, opts.loss_weight_scale)
+          if opts.learns_alpha else None,
+          alpha_fixed,
+      )
+      carry, metrics = rollout(state, src, tgt, class_w, alpha, n_dev)
+      val_acc, val_loss, local_loss = val_sums(carry[0], carry[1], val, num_val)
+      return local_loss, (carry, metrics, val_acc, val_loss, class_w, alpha)
+
+    policy_grads, (carry, metrics, val_acc, val_loss, class_w, alpha) = (
+        jax.grad(objective, has_aux=True)(state.policy_params)
+    )
+    # Each device differentiated its share of the validation loss.
+    policy_grads = _psum(policy_grads, axis_name)
+    updates, policy_opt_state = policy_tx.update(
+        policy_grads, state.policy_opt_state, state.policy_params
+    )
+    policy_params = optax.apply_updates(state.policy_params, updates)
+    metrics.update({
+        "val/accuracy": val_acc,
+        "val/loss": val_loss,
+        "policy/grad_norm": optax.tree.norm(policy_grads),
+        "policy/alpha": alpha,
+        "policy/mean_class_weight": jnp.mean(class_w),
+    })
+    return finish(state, carry, policy_params, policy_opt_state, metrics,
+                  reward=val_loss)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    n_dev = _axis_size(axis_name)
+    n = opts.inner_steps
+    split_inner = lambda x: x.reshape((n, x.shape[0] // n, *x.shape[1:]))
+    src = jax.tree.map(split_inner, batch["src"])
+    tgt = jax.tree.map(split_inner, batch["tgt"])
     val = batch["val"]
     num_val = val["label"].shape[0] * n_dev
+    if opts.estimator == "meta_gradient" and opts.has_policy:
+      return meta_gradient_step(state, src, tgt, val, n_dev, num_val)
 
-    def val_sums(params, model_state):
-      features, _ = models.apply_encoder(
-          model, params, model_state, val["image"], train=False
-      )
-      logits = models.apply_head(model, params, features, "tgt")
-      hits = jnp.sum(losses.correct(logits, val["label"]))
-      loss = jnp.sum(losses.cross_entropy(logits, val["label"]))
-      return _psum(hits, axis_name) / num_val, _psum(loss, axis_name) / num_val
-
-    val_acc, val_loss = val_sums(params, model_state)
-    if opts.reward == "accuracy":
-      reward = val_acc
-    elif opts.reward == "neg_loss":
-      reward = -val_loss
+    # 1. Sample the policy (the key is replicated: the same draw everywhere).
+    rng_policy = jax.random.fold_in(state.step_key(), 0)
+    num_samples = opts.num_samples
+    if opts.has_policy:
+      if num_samples == 1:
+        actions = policy_lib.sample(state.policy_params, rng_policy)
+      else:
+        actions = jax.vmap(policy_lib.sample, in_axes=(None, 0))(
+            state.policy_params, jax.random.split(rng_policy, num_samples)
+        )
+    if opts.learns_classes:
+      class_w = policy_lib.class_weights(actions["class"], opts.num_levels)
     else:
-      _, val_loss_before = val_sums(state.params, state.model_state)
-      reward = val_loss_before - val_loss
+      class_w = fixed_weights
+    if opts.learns_alpha:
+      alpha = policy_lib.alpha_value(actions["alpha"], opts.loss_weight_scale)
+    else:
+      alpha = jnp.asarray(opts.fixed_alpha, jnp.float32)
+
+    # 2.-3. N inner model steps with the action; the reward on the validation
+    # batch with the UPDATED parameters.
+    if opts.reward == "loss_improvement":
+      _, val_loss_before, _ = val_sums(
+          state.params, state.model_state, val, num_val
+      )
+
+    def score(class_w, alpha):
+      carry, metrics = rollout(state, src, tgt, class_w, alpha, n_dev)
+      val_acc, val_loss, _ = val_sums(carry[0], carry[1], val, num_val)
+      if opts.reward == "accuracy":
+        reward = val_acc
+      elif opts.reward == "neg_loss":
+        reward = -val_loss
+      else:
+        reward = val_loss_before - val_loss
+      return carry, metrics, val_acc, val_loss, reward
+
+    if num_samples == 1:
+      carry, metrics, val_acc, val_loss, reward = score(class_w, alpha)
+    else:
+      in_axes = (0 if opts.learns_classes else None,
+                 0 if opts.learns_alpha else None)
+      carries, metrics, val_accs, val_losses, rewards = jax.vmap(
+          score, in_axes=in_axes
+      )(class_w, alpha)
+      # The model carries on with sample 0.
+      first = lambda x: x[0]
+      carry, val_acc, val_loss = jax.tree.map(
+          first, (carries, val_accs, val_losses)
+      )
+      metrics = jax.tree.map(first, metrics)
+      class_w = class_w[0] if opts.learns_classes else class_w
+      alpha = alpha[0] if opts.learns_alpha else alpha
+      reward = jnp.mean(rewards)
 
     # 4. Baseline and advantage.
     num, den, baseline, advantage = update_baseline(
@@ -462,6 +605,12 @@ def _l2tl_step_fn(
         momentum=opts.baseline_momentum,
         order=opts.baseline_order,
     )
+    if num_samples > 1:
+      # Leave-one-out: each sample against the mean of the others.
+      loo = (jnp.sum(rewards) - rewards) / (num_samples - 1)
+      advantages = rewards - loo
+      advantage = advantages[0]
+      metrics["policy/reward_std"] = jnp.std(rewards)
 
     # 5. REINFORCE update of the policy.
     policy_params, policy_opt_state = state.policy_params, state.policy_opt_state
@@ -469,17 +618,25 @@ def _l2tl_step_fn(
       if not opts.learns_classes:
         # Only alpha is sampled; the class part of the log-prob is constant.
         actions = {**actions, "class": jnp.zeros_like(actions["class"])}
-      policy_grads, aux = jax.grad(
-          lambda p: policy_lib.reinforce_loss(
-              p,
-              actions,
-              advantage,
-              class_reduction=opts.class_reduction,
-              include_alpha=opts.learns_alpha,
-              entropy_coef=opts.entropy_coef,
-          ),
-          has_aux=True,
-      )(policy_params)
+      loss = lambda p, a, adv: policy_lib.reinforce_loss(
+          p,
+          a,
+          adv,
+          class_reduction=opts.class_reduction,
+          include_alpha=opts.learns_alpha,
+          entropy_coef=opts.entropy_coef,
+      )
+      if num_samples == 1:
+        policy_loss = lambda p: loss(p, actions, advantage)
+      else:
+
+        def policy_loss(p):
+          values, aux = jax.vmap(loss, in_axes=(None, 0, 0))(
+              p, actions, advantages
+          )
+          return jnp.mean(values), jax.tree.map(jnp.mean, aux)
+
+      policy_grads, aux = jax.grad(policy_loss, has_aux=True)(policy_params)
       if not opts.learns_classes:
         policy_grads = {
             **policy_grads,
@@ -502,28 +659,8 @@ def _l2tl_step_fn(
         "policy/alpha": alpha,
         "policy/mean_class_weight": jnp.mean(class_w),
     })
-    if opts.learns_classes:
-      metrics["policy/mean_expected_class_weight"] = jnp.mean(
-          policy_lib.expected_class_weights(policy_params)
-      )
-
-    new_state = state.replace(
-        step=state.step + 1,
-        params=params,
-        model_state=model_state,
-        opt_state=opt_state,
-        policy_params=policy_params,
-        policy_opt_state=policy_opt_state,
-        baseline_num=num,
-        baseline_den=den,
-    )
-    finite = _all_finite(
-        (metrics["train/src_loss"], metrics["train/tgt_loss"], params, reward)
-    )
-    metrics["train/nonfinite"] = 1.0 - finite.astype(jnp.float32)
-    if opts.skip_nonfinite:
-      new_state = _select(finite, new_state, state.replace(step=state.step + 1))
-    return new_state, metrics
+    return finish(state, carry, policy_params, policy_opt_state, metrics,
+                  baseline=(num, den), reward=reward)
 
   return step
 

@@ -57,6 +57,54 @@ HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
                     "pretrain_cache_dir")
 
 
+# What config.l2tl.mode fills in for the config.l2tl fields left None.
+L2TL_MODES = {
+    "reference": {
+        "estimator": "reinforce",
+        "reward": "accuracy",
+        "class_reduction": "mean",
+        "baseline_order": "reference",
+        "src_normalization": "reference",
+        "num_samples": 1,
+        "policy_lr": 0.01,
+        "val_batch_size": 32,
+    },
+    "recommended": {
+        "estimator": "meta_gradient",
+        "reward": "loss_improvement",
+        "class_reduction": "sum",
+        "baseline_order": "previous",
+        "src_normalization": "mean",
+        "num_samples": 1,
+        "policy_lr": 0.01,
+        "val_batch_size": 32,
+    },
+}
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose config.l2tl fields left None come from its mode.
+
+  Args:
+    config: a run config; config.l2tl.mode names an entry of `L2TL_MODES`.
+
+  Returns:
+    A resolved copy (the input is not changed). Explicitly set fields win.
+
+  Raises:
+    ValueError: unknown mode.
+  """
+  out = config.copy_and_resolve_references()
+  mode = out.l2tl.get("mode", "reference")
+  if mode not in L2TL_MODES:
+    raise ValueError(
+        f"config.l2tl.mode must be one of {tuple(L2TL_MODES)}, got {mode!r}.")
+  for name, value in L2TL_MODES[mode].items():
+    if out.l2tl.get(name) is None:
+      out.l2tl[name] = value
+  return out
+
+
 class NonFiniteError(FloatingPointError):
   """Training produced a non-finite loss or gradient."""
 
@@ -142,6 +190,8 @@ def _l2tl_options(config, fixed_class_weights=None) -> steps.L2TLOptions:
       entropy_coef=c.entropy_coef,
       weight_decay=config.train.weight_decay,
       decay_set=_decay_set(config),
+      estimator=c.estimator,
+      num_samples=c.num_samples,
   )
 
 
@@ -389,6 +439,7 @@ def train_and_evaluate(
     NonFiniteError: a loss or gradient became non-finite.
     DataError: bad data settings.
   """
+  config = resolve_config(config)
   _validate(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)

@@ -33,7 +33,7 @@ def batches(num, seed=0):
     }
 
 
-def run_l2tl(par):
+def run_l2tl(par, **options):
   model = models.make_model("lenet", num_src_classes=6, num_tgt_classes=3,
                             encoder_kwargs={"hidden": 32, "features": 16,
                                             "conv_features": 4})
@@ -45,7 +45,7 @@ def run_l2tl(par):
           num_src_classes=6, num_levels=10, num_alpha_levels=10),
       policy_tx=policy_tx)
   opts = steps.L2TLOptions(num_levels=10, num_alpha_levels=10,
-                           loss_weight_scale=10.0)
+                           loss_weight_scale=10.0, **options)
   step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
                               options=opts, parallelism=par)
   state = par.put_replicated(state)
@@ -110,17 +110,24 @@ def main():
   mesh = parallel.Parallelism("mesh")
   pmap = parallel.Parallelism("pmap")
 
-  ref_state, ref_hist = run_l2tl(single)
-  for par in (mesh, pmap):
-    state, hist = run_l2tl(par)
-    # The policy draw is identical everywhere: the same action, same alpha.
-    for h_ref, h in zip(ref_hist, hist):
-      np.testing.assert_array_equal(h["policy/alpha"], h_ref["policy/alpha"])
-      np.testing.assert_array_equal(h["policy/mean_class_weight"],
-                                    h_ref["policy/mean_class_weight"])
-      chex.assert_trees_all_close(h, h_ref, atol=2e-5, rtol=2e-5)
-    chex.assert_trees_all_close(state, ref_state, atol=2e-5, rtol=2e-5)
-    print(f"l2tl {par.mode}: matches single device")
+  variants = {
+      "reinforce": {},
+      "reinforce, 3 samples": {"num_samples": 3, "reward": "neg_loss"},
+      "meta_gradient": {"estimator": "meta_gradient",
+                        "src_normalization": "mean"},
+  }
+  for name, options in variants.items():
+    ref_state, ref_hist = run_l2tl(single, **options)
+    for par in (mesh, pmap):
+      state, hist = run_l2tl(par, **options)
+      # The policy draw is identical everywhere: the same action, same alpha.
+      for h_ref, h in zip(ref_hist, hist):
+        np.testing.assert_array_equal(h["policy/alpha"], h_ref["policy/alpha"])
+        np.testing.assert_array_equal(h["policy/mean_class_weight"],
+                                      h_ref["policy/mean_class_weight"])
+        chex.assert_trees_all_close(h, h_ref, atol=2e-5, rtol=2e-5)
+      chex.assert_trees_all_close(state, ref_state, atol=2e-5, rtol=2e-5)
+      print(f"l2tl {name} {par.mode}: matches single device")
 
   ref_state, ref_eval = run_finetune_and_eval(single)
   assert ref_eval["count"] == 27.0, ref_eval

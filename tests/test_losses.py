@@ -81,11 +81,13 @@ class WeightedCrossEntropyTest(absltest.TestCase):
     chex.assert_tree_all_finite(grad)
     np.testing.assert_array_equal(grad, jnp.zeros_like(self.logits))
 
-  def test_no_gradient_through_weights(self):
+  def test_gradient_through_weights(self):
+    # d/dw_i sum_j w_j CE_j / #(w != 0) = CE_i / 2; the count is constant.
     grad = jax.grad(
         lambda w: losses.weighted_cross_entropy(self.logits, self.labels, w)
-    )(jnp.array([1.0, 1.0]))
-    np.testing.assert_array_equal(grad, [0.0, 0.0])
+    )(jnp.array([1.0, 0.5]))
+    np.testing.assert_allclose(
+        grad, losses.cross_entropy(self.logits, self.labels) / 2, rtol=1e-6)
 
   def test_jit_matches_eager(self):
     w = jnp.array([0.5, 1.5])

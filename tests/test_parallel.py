@@ -23,8 +23,10 @@ class MultiDeviceTest(absltest.TestCase):
         timeout=600,
     )
     self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
-    self.assertIn("l2tl mesh: matches single device", proc.stdout)
-    self.assertIn("l2tl pmap: matches single device", proc.stdout)
+    for variant in ("reinforce", "reinforce, 3 samples", "meta_gradient"):
+      for mode in ("mesh", "pmap"):
+        self.assertIn(f"l2tl {variant} {mode}: matches single device",
+                      proc.stdout)
     self.assertIn("train_and_evaluate mesh: matches single device", proc.stdout)
     self.assertIn("train_and_evaluate pmap: matches single device", proc.stdout)
     self.assertIn("OK", proc.stdout)

@@ -344,3 +344,166 @@ class SupervisedStepTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+class MultiSampleStepTest(absltest.TestCase):
+  """num_samples > 1: S rollouts from one state, leave-one-out advantages."""
+
+  def test_leave_one_out_update(self):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.05), optax.sgd(1.0)
+    opts = steps.L2TLOptions(num_levels=4, num_alpha_levels=4,
+                             loss_weight_scale=4.0, num_samples=3,
+                             reward="neg_loss", class_reduction="sum")
+    state = _state(model, tx, policy_tx)
+    pp = _copy(state.policy_params)
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                                options=opts)
+    batch = _batch()
+    keys = jax.random.split(jax.random.fold_in(state.step_key(), 0), 3)
+    new_state, metrics = step(state, batch)  # Donates `state`.
+
+    actions = [policy.sample(pp, k) for k in keys]
+    # Each sample is the fixed-weight step with its own action.
+    rewards, outcomes = [], []
+    for a in actions:
+      fixed = steps.L2TLOptions(
+          num_levels=4, fixed_class_weights=tuple(np.asarray(a["class"]) / 4),
+          fixed_alpha=float(a["alpha"]) / 4, reward="neg_loss")
+      s, m = steps.make_l2tl_step(model=model, tx=tx, policy_tx=None,
+                                  options=fixed)(
+                                      _state(model, tx), batch)
+      rewards.append(float(m["policy/reward"]))
+      outcomes.append(s)
+    rewards = np.asarray(rewards)
+    # The model carries on with sample 0.
+    chex.assert_trees_all_close(new_state.params, outcomes[0].params,
+                                atol=1e-6)
+    self.assertAlmostEqual(float(metrics["policy/reward"]),
+                           float(np.mean(rewards)), 5)
+    # Advantage of sample s: r_s - mean of the others.
+    adv = rewards - (rewards.sum() - rewards) / 2
+    self.assertAlmostEqual(float(metrics["policy/advantage"]), adv[0], 5)
+    # Gradient of -mean_s adv_s * log pi(a_s) (sum over classes), SGD(1).
+    grads = jax.tree.map(jnp.zeros_like, pp)
+    for a, d in zip(actions, adv):
+      g = {
+          "class_logits": -d * (jax.nn.one_hot(a["class"], 4)
+                                - jax.nn.softmax(pp["class_logits"])),
+          "alpha_logits": -d * (jax.nn.one_hot(a["alpha"], 4)
+                                - jax.nn.softmax(pp["alpha_logits"])),
+      }
+      grads = jax.tree.map(lambda x, y: x + y / 3, grads, g)
+    chex.assert_trees_all_close(
+        new_state.policy_params, jax.tree.map(jnp.subtract, pp, grads),
+        atol=1e-5)
+
+  def test_meta_gradient_rejects_samples(self):
+    with self.assertRaisesRegex(ValueError, "num_samples"):
+      steps.L2TLOptions(estimator="meta_gradient", num_samples=2)
+    with self.assertRaisesRegex(ValueError, "estimator"):
+      steps.L2TLOptions(estimator="evolution")
+
+
+class MetaGradientStepTest(absltest.TestCase):
+  """The meta-gradient equals its closed form for one plain SGD step.
+
+  With weights lambda_c, alpha and SGD at rate eta, the updated parameters are
+  p' = p - eta * (alpha / B * sum_i lambda_{y_i} g_i + g_tgt + g_wd), so
+  dL_val(p') / dlambda_c = -eta * alpha / B * sum_{i: y_i = c} <G, g_i> and
+  dL_val(p') / dalpha = -eta / B * sum_i lambda_{y_i} <G, g_i>, where
+  G = grad L_val(p') and g_i = grad CE_i(p) of the kept source examples.
+  """
+
+  def test_matches_closed_form(self):
+    model = _model()
+    eta, levels = 0.5, 4
+    tx, policy_tx = optax.sgd(eta), optax.sgd(1.0)
+    opts = steps.L2TLOptions(num_levels=levels, num_alpha_levels=levels,
+                             loss_weight_scale=2.0, weight_decay=0.0,
+                             estimator="meta_gradient",
+                             src_normalization="mean")
+    state = _state(model, tx, policy_tx, levels=levels)
+    # Distinct expected weights, so that the top-k keeps a known set.
+    logits = jnp.array([[0.0, 0.0, 0.0, 3.0], [0.0, 0.0, 0.0, 0.0],
+                        [2.0, 0.0, 0.0, 0.0]])
+    pp = {**_copy(state.policy_params), "class_logits": logits}
+    state = state.replace(policy_params=_copy(pp))
+    params0 = _copy(state.params)
+    batch = _batch()
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                                options=opts)
+    new_state, metrics = step(state, batch)
+
+    lam = policy.expected_class_weights(pp)
+    alpha = policy.expected_alpha(pp, 2.0)
+    # Expected weights: class 0 > 1 > 2. Labels (1,0,2,1,0,2,0,1): keep the
+    # three class-0 examples (idx 1, 4, 6), then the first class-1 (idx 0).
+    idx = np.array([1, 4, 6, 0])
+    labels = batch["src"]["label"][idx]
+    self.assertGreater(float(lam[0]), float(lam[1]))
+    self.assertGreater(float(lam[1]), float(lam[2]))
+
+    def ce_src(p, i):
+      f = models.apply_encoder(model, p, {}, batch["src"]["image"][i:i + 1],
+                               train=True)[0]
+      logits = models.apply_head(model, p, f, "src")
+      return losses.cross_entropy(logits, batch["src"]["label"][i:i + 1])[0]
+
+    def ce_tgt(p):
+      f = models.apply_encoder(model, p, {}, batch["tgt"]["image"], train=True)[0]
+      return jnp.mean(losses.cross_entropy(
+          models.apply_head(model, p, f, "tgt"), batch["tgt"]["label"]))
+
+    def val_loss(p):
+      f = models.apply_encoder(model, p, {}, batch["val"]["image"],
+                               train=False)[0]
+      return jnp.mean(losses.cross_entropy(
+          models.apply_head(model, p, f, "tgt"), batch["val"]["label"]))
+
+    g_src = [jax.grad(ce_src)(params0, i) for i in idx]
+    train_grad = jax.tree.map(
+        lambda t, *gs: t + alpha / 4 * sum(lam[y] * g for y, g in zip(labels, gs)),
+        jax.grad(ce_tgt)(params0), *g_src)
+    params1 = jax.tree.map(lambda p, g: p - eta * g, params0, train_grad)
+    chex.assert_trees_all_close(new_state.params, params1, atol=1e-6)
+    big_g = jax.grad(val_loss)(params1)
+    dots = np.array([float(optax.tree.vdot(big_g, g)) for g in g_src])
+    d_lam = np.zeros(3)
+    for y, d in zip(labels, dots):
+      d_lam[y] += -eta * float(alpha) / 4 * d
+    d_alpha = -eta / 4 * float(sum(lam[y] * d for y, d in zip(labels, dots)))
+    self.assertAlmostEqual(float(metrics["val/loss"]), float(val_loss(params1)), 5)
+
+    # Chain rule through the expected weights (policy SGD at rate 1).
+    _, vjp_lam = jax.vjp(policy.expected_class_weights, pp)
+    _, vjp_alpha = jax.vjp(lambda p: policy.expected_alpha(p, 2.0), pp)
+    expected_grad = jax.tree.map(
+        jnp.add, vjp_lam(jnp.asarray(d_lam, jnp.float32))[0],
+        vjp_alpha(jnp.asarray(d_alpha, jnp.float32))[0])
+    chex.assert_trees_all_close(
+        new_state.policy_params,
+        jax.tree.map(jnp.subtract, pp, expected_grad), atol=1e-6)
+    # A non-zero, class-specific signal reached the logits.
+    self.assertGreater(float(metrics["policy/grad_norm"]), 0.0)
+
+  def test_meta_gradient_fixed_alpha_and_window(self):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.1), optim.adam(0.05)
+    opts = steps.L2TLOptions(num_levels=4, num_alpha_levels=4,
+                             loss_weight_scale=4.0, fixed_alpha=0.5,
+                             estimator="meta_gradient", inner_steps=2)
+    state = _state(model, tx, policy_tx)
+    alpha0 = _copy(state.policy_params["alpha_logits"])
+    batch = _batch()
+    for key in ("src", "tgt"):
+      batch[key] = jax.tree.map(lambda x: np.concatenate([x] * 2), batch[key])
+    step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                                options=opts)
+    for _ in range(3):
+      state, metrics = step(state, batch)
+      chex.assert_tree_all_finite((state, metrics))
+      self.assertAlmostEqual(float(metrics["policy/alpha"]), 0.5, 6)
+    chex.assert_trees_all_equal(state.policy_params["alpha_logits"], alpha0)
+    self.assertEqual(int(optax.tree.get(state.opt_state, "count")), 6)
+    self.assertFalse(np.allclose(state.policy_params["class_logits"], 0.0))

@@ -69,18 +69,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.decay_set = config_dict.placeholder(str)
 
   config.l2tl = ml_collections.ConfigDict()
+  # 'recommended' or 'reference': fills in estimator, reward,
+  # class_reduction, baseline_order, src_normalization, num_samples,
+  # policy_lr and val_batch_size where they are left None
+  # (l2tl_jax.train.L2TL_MODES). 'reference' is the authors' REINFORCE;
+  # 'recommended' the variant chosen by the policy study (README.md).
+  config.l2tl.mode = "recommended"
   # Source batch = src_oversample * B; the top B by weight are kept.
   config.l2tl.src_oversample = 2
   # Validation (reward) batch size (reference: 32 = 4 * B).
-  config.l2tl.val_batch_size = 32
+  config.l2tl.val_batch_size = config_dict.placeholder(int)
   # K: weight levels per source class, lambda = a / K.
   config.l2tl.num_levels = 100
   # Levels of the alpha categorical.
   config.l2tl.num_alpha_levels = 100
   # alpha = a / loss_weight_scale.
   config.l2tl.loss_weight_scale = 100.0
-  # Policy Adam learning rate.
-  config.l2tl.policy_lr = 0.01
+  # Policy Adam learning rate (reference: 0.01).
+  config.l2tl.policy_lr = config_dict.placeholder(float)
   # Outer steps after which policy_lr is scaled.
   config.l2tl.policy_lr_boundaries = (800,)
   # Absolute multipliers of policy_lr.
@@ -89,18 +95,24 @@ def get_config() -> ml_collections.ConfigDict:
   config.l2tl.inner_steps = 1
   # 'unroll' or 'scan' (see L2TLOptions.inner_loop).
   config.l2tl.inner_loop = "unroll"
-  # 'accuracy' (reference), 'neg_loss' or 'loss_improvement'.
-  config.l2tl.reward = "accuracy"
+  # REINFORCE reward: 'accuracy' (reference), 'neg_loss' or
+  # 'loss_improvement'.
+  config.l2tl.reward = config_dict.placeholder(str)
   # EMA momentum of the reward baseline.
   config.l2tl.baseline_momentum = 0.9
   # 'reference' (EMA updated before the advantage) or 'previous'.
-  config.l2tl.baseline_order = "reference"
+  config.l2tl.baseline_order = config_dict.placeholder(str)
   # 'mean' (reference) or 'sum' of per-class log-probs.
-  config.l2tl.class_reduction = "mean"
+  config.l2tl.class_reduction = config_dict.placeholder(str)
   # Entropy bonus of the policy objective (reference: 0).
   config.l2tl.entropy_coef = 0.0
   # 'reference' (renormalised top-k weights / #non-zero) or 'mean'.
-  config.l2tl.src_normalization = "reference"
+  config.l2tl.src_normalization = config_dict.placeholder(str)
+  # How the policy learns: 'reinforce' (reference) or 'meta_gradient'
+  # (exact gradient of the validation loss through the model update).
+  config.l2tl.estimator = config_dict.placeholder(str)
+  # REINFORCE samples per outer step; > 1: leave-one-out baseline.
+  config.l2tl.num_samples = config_dict.placeholder(int)
   # alpha of 'l2tl_fixed_alpha', 'joint_uniform' and 'datl'.
   config.l2tl.fixed_alpha = 1.0
 

@@ -1,0 +1,490 @@
+r"""Policy study: which way of learning the source weights learns, and pays.
+
+  python -m experiments.study --config=experiments/configs/fashion_tops.py \
+      --workdir=runs/study/fashion_tops --seeds=5 \
+      [--variants=finetune,joint_uniform,reinforce_reference,meta_gradient]
+
+Runs every variant (a method plus config overrides, `VARIANTS`) for seeds
+0..N-1 under one protocol and one shared source pre-training
+(DIR/runs/<variant>/seed<s>, DIR/pretrain; completed runs are read back), then
+writes DIR/study.json, DIR/study.md and DIR/class_weights.png with, per
+variant:
+
+* target test accuracy, mean ± sample std over seeds, at the last step and
+  at the evaluation step of best validation accuracy;
+* mean validation accuracy (the only number a choice between variants may
+  use: nothing is selected on the test split);
+* the policy's expected weight of each source class at the last step, mean
+  ± std over seeds, and their stability across seeds: the mean Spearman rank
+  correlation over all pairs of seeds;
+* outer-step time relative to the fine-tuning step, both measured on this
+  device in the same process on synthetic batches of the run's shapes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import sys
+import time
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+from scipy import stats
+
+from experiments import compare
+from l2tl_jax import checkpointing
+from l2tl_jax import models
+from l2tl_jax import optim
+from l2tl_jax import plots
+from l2tl_jax import policy as policy_lib
+from l2tl_jax import steps
+from l2tl_jax import train
+from l2tl_jax import train_state
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A method plus config overrides.
+
+  Attributes:
+    method: config.method.
+    overrides: flattened config overrides ({'l2tl.reward': ...}).
+    window: model steps per sampled action (credit window). The number of
+      model steps stays config.train.steps: outer steps, policy-rate
+      boundaries and evaluation / logging intervals are divided by it.
+    about: one line on what the variant does.
+  """
+
+  method: str
+  overrides: dict[str, Any] = dataclasses.field(default_factory=dict)
+  window: int = 1
+  about: str = ""
+
+
+# Every policy variant starts from the reference mode, so that the study does
+# not depend on the base config's mode (config.l2tl fields set explicitly in
+# the base config still apply to every variant). Low-variance REINFORCE: the paired
+# reward (validation loss of the same batch before minus after the step),
+# per-class log-probs summed (the gradient of independent per-class actions),
+# the advantage against the previous steps' baseline, and class weights that
+# scale their examples' loss directly.
+REFERENCE = {"l2tl.mode": "reference"}
+PAIRED = {
+    **REFERENCE,
+    "l2tl.reward": "loss_improvement",
+    "l2tl.class_reduction": "sum",
+    "l2tl.baseline_order": "previous",
+    "l2tl.src_normalization": "mean",
+    "l2tl.policy_lr": 0.1,
+}
+META = {**REFERENCE, "l2tl.estimator": "meta_gradient",
+        "l2tl.src_normalization": "mean", "l2tl.policy_lr": 0.1}
+
+VARIANTS: dict[str, Variant] = {
+    "finetune": Variant("finetune", about="fine-tuning on the target only"),
+    "joint_uniform": Variant(
+        "joint_uniform", about="joint training, every source class weight 1"),
+    "reinforce_reference": Variant(
+        "l2tl", REFERENCE, about="the reference: accuracy reward on 32 "
+        "validation images, EMA baseline, mean log-prob, policy Adam 0.01"),
+    "reinforce_reference_lr0.1": Variant(
+        "l2tl", {**REFERENCE, "l2tl.policy_lr": 0.1},
+        about="the reference with policy Adam 0.1"),
+    "reinforce_paired": Variant(
+        "l2tl", PAIRED, about="paired loss-improvement reward, summed "
+        "log-probs, previous-step baseline, mean normalisation, policy Adam "
+        "0.1"),
+    "reinforce_paired_window4": Variant(
+        "l2tl", PAIRED, window=4,
+        about="reinforce_paired, one action and reward per 4 model steps"),
+    "reinforce_paired_loo4": Variant(
+        "l2tl", {**PAIRED, "l2tl.num_samples": 4},
+        about="reinforce_paired, 4 samples per step, leave-one-out baseline"),
+    "meta_gradient": Variant(
+        "l2tl", META, about="exact gradient of the validation loss after the "
+        "model step w.r.t. the expected weights (learning to reweight), "
+        "policy Adam 0.1"),
+    "meta_gradient_lr0.01": Variant(
+        "l2tl", {**META, "l2tl.policy_lr": 0.01},
+        about="meta_gradient with policy Adam 0.01"),
+    "meta_gradient_window4": Variant(
+        "l2tl", META, window=4,
+        about="meta_gradient through 4 unrolled model steps"),
+}
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "meta_gradient_window4")
+BASELINES = ("finetune", "joint_uniform")
+
+# --config, --workdir and --seeds are experiments.compare's flags.
+_VARIANTS = flags.DEFINE_list(
+    "variants", list(DEFAULT_VARIANTS), f"Among {', '.join(VARIANTS)}."
+)
+_BENCH_STEPS = flags.DEFINE_integer(
+    "bench_steps", 100, "Timed steps per step-time measurement (0: skip)."
+)
+
+
+def variant_config(
+    config: ml_collections.ConfigDict,
+    variant: Variant,
+    *,
+    seed: int,
+    pretrain_dir: str,
+) -> ml_collections.ConfigDict:
+  """The run config of `variant` and `seed` on top of `config`."""
+  out = compare.run_config(config, method=variant.method, seed=seed,
+                           pretrain_dir=pretrain_dir)
+  for key, value in variant.overrides.items():
+    parent, _, name = key.rpartition(".")
+    node = out
+    for part in parent.split(".") if parent else []:
+      node = node[part]
+    if name not in node:
+      raise KeyError(f"Variant override {key!r} is not a config field.")
+    node[name] = value
+  n = variant.window
+  if n > 1:
+    if out.train.steps % n:
+      raise ValueError(
+          f"config.train.steps={out.train.steps} is not divisible by the "
+          f"credit window {n}.")
+    out.l2tl.inner_steps = n
+    out.train.steps //= n
+    out.l2tl.policy_lr_boundaries = tuple(
+        b // n for b in out.l2tl.policy_lr_boundaries)
+    if out.eval.every_steps:
+      out.eval.every_steps = max(1, out.eval.every_steps // n)
+    out.log_every_steps = max(1, out.log_every_steps // n)
+    out.checkpoint_every_steps = max(1, out.checkpoint_every_steps // n)
+  return train.resolve_config(out)
+
+
+def mean_pairwise_spearman(weights: np.ndarray) -> float | None:
+  """Mean Spearman rank correlation over all pairs of rows.
+
+  Args:
+    weights: [seeds, classes].
+
+  Returns:
+    The mean over the seeds * (seeds - 1) / 2 pairs, or None with fewer than
+    2 rows. A pair where one row is constant counts as 0.
+  """
+  weights = np.asarray(weights, np.float64)
+  values = []
+  for a, b in itertools.combinations(range(len(weights)), 2):
+    if np.ptp(weights[a]) == 0 or np.ptp(weights[b]) == 0:
+      values.append(0.0)
+      continue
+    values.append(float(stats.spearmanr(weights[a], weights[b]).statistic))
+  return float(np.mean(values)) if values else None
+
+
+def _steps_per_second(step, state, batch, num_steps: int,
+                      repeats: int = 3) -> float:
+  state, metrics = step(state, batch)  # Compile.
+  jax.block_until_ready(metrics)
+  best = 0.0
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(num_steps):
+      state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    best = max(best, num_steps / (time.perf_counter() - start))
+  return best
+
+
+def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
+              num_steps: int) -> float:
+  """Train steps/s of `config` on synthetic batches of the run's shapes.
+
+  Args:
+    config: a run config (finetune or a joint method).
+    task: a run's task summary ('image_shape', class counts from the names).
+    num_steps: timed steps per measurement (the best of 3 is kept).
+
+  Returns:
+    Steps (L2TL: outer steps) per second on the default device.
+  """
+  image_shape = tuple(task["image_shape"])
+  num_src = len(task["src_class_names"])
+  num_tgt = len(task["tgt_class_names"])
+  joint = config.method in train.JOINT_METHODS
+  rs = np.random.RandomState(0)
+
+  def batch(n, classes):
+    return {"image": rs.rand(n, *image_shape).astype(np.float32),
+            "label": rs.randint(0, classes, n).astype(np.int32)}
+
+  model = models.make_model(
+      config.model.encoder, num_src_classes=num_src if joint else 0,
+      num_tgt_classes=num_tgt,
+      encoder_kwargs=config.model.encoder_kwargs.to_dict())
+  params, model_state = models.init_variables(model, jax.random.key(0),
+                                              image_shape)
+  t = config.train
+  tx = optim.momentum_sgd(t.lr, boundaries=t.lr_boundaries,
+                          scales=t.lr_scales, momentum=t.momentum)
+  b = t.batch_size
+  if not joint:
+    state = train_state.create(params=params, model_state=model_state, tx=tx,
+                               rng=jax.random.key(0))
+    step = steps.make_supervised_step(model=model, tx=tx, head="tgt")
+    return _steps_per_second(step, state, jax.device_put(batch(b, num_tgt)),
+                             num_steps)
+  c = config.l2tl
+  fixed = (1.0,) * num_src if config.method == "joint_uniform" else None
+  options = train._l2tl_options(config, fixed)  # pylint: disable=protected-access
+  policy_tx = policy_params = None
+  if options.has_policy:
+    policy_tx = optim.adam(c.policy_lr)
+    policy_params = policy_lib.init_policy_params(
+        num_src_classes=num_src, num_levels=c.num_levels,
+        num_alpha_levels=c.num_alpha_levels)
+  state = train_state.create(params=params, model_state=model_state, tx=tx,
+                             rng=jax.random.key(0),
+                             policy_params=policy_params, policy_tx=policy_tx)
+  step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                              options=options)
+  n = options.inner_steps
+  joint_batch = {"src": batch(n * options.src_oversample * b, num_src),
+                 "tgt": batch(n * b, num_tgt),
+                 "val": batch(c.val_batch_size, num_tgt)}
+  return _steps_per_second(step, state, jax.device_put(joint_batch),
+                           num_steps)
+
+
+def summarize_variant(
+    name: str,
+    variant: Variant,
+    seed_runs: Sequence[tuple[int, str, dict[str, Any]]],
+) -> dict[str, Any]:
+  """One row of the study: accuracies, weights and their stability."""
+  results = [r for _, _, r in seed_runs]
+  test = [r["test_accuracy"] for r in results]
+  selected = [(r.get("val_selected") or {}) for r in results]
+  mean, std = compare._stats(test)  # pylint: disable=protected-access
+  row: dict[str, Any] = {
+      "method": variant.method,
+      "overrides": dict(variant.overrides),
+      "window": variant.window,
+      "about": variant.about,
+      "seeds": [s for s, _, _ in seed_runs],
+      "run_dirs": [d for _, d, _ in seed_runs],
+      "test_mean": mean,
+      "test_std": std,
+      "test_per_seed": test,
+      "val_mean": float(np.mean([r["val_accuracy"] for r in results])),
+      "train_time_s_mean": float(np.mean([r["train_time_s"] for r in results])),
+  }
+  if all("test_accuracy" in s for s in selected):
+    row["val_selected_test_mean"], row["val_selected_test_std"] = (
+        compare._stats([s["test_accuracy"] for s in selected]))  # pylint: disable=protected-access
+    row["val_selected_val_mean"] = float(
+        np.mean([s["val_accuracy"] for s in selected]))
+  policies = [r.get("policy") or {} for r in results]
+  tables = [p.get("expected_class_weights") for p in policies]
+  if tables and all(tables):
+    names = list(results[0]["src_class_names"])
+    w = np.asarray([[t[n] for n in names] for t in tables], np.float64)
+    row["class_weights"] = {
+        "names": names,
+        "mean": w.mean(0).tolist(),
+        "std": (w.std(0, ddof=1) if len(w) > 1 else 0 * w[0]).tolist(),
+        "per_seed": w.tolist(),
+    }
+    row["spearman"] = mean_pairwise_spearman(w)
+  alphas = [p.get("expected_alpha") for p in policies]
+  if alphas and all(a is not None for a in alphas):
+    row["alpha_mean"], row["alpha_std"] = compare._stats(alphas)  # pylint: disable=protected-access
+  return row
+
+
+def run_study(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    seeds: int,
+    variants: Sequence[str] = DEFAULT_VARIANTS,
+    bench_steps: int = 100,
+) -> dict[str, Any]:
+  """Runs the variants over seeds and writes study.json / .md / .png.
+
+  Args:
+    config: the base config.
+    workdir: output directory DIR.
+    seeds: seeds 0..seeds-1 per variant.
+    variants: names in `VARIANTS`, in display order.
+    bench_steps: timed steps per step-time measurement; 0 skips timing.
+
+  Returns:
+    The summary written to DIR/study.json.
+
+  Raises:
+    ValueError: unknown variants or bad seeds.
+    compare.RunFailedError, compare.RunInterruptedError: as
+      `compare.run_comparison`.
+  """
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown or not variants or len(set(variants)) != len(variants):
+    raise ValueError(f"Variants must be distinct names among "
+                     f"{', '.join(VARIANTS)}; got {list(variants)}.")
+  if seeds < 1:
+    raise ValueError(f"The number of seeds must be >= 1, got {seeds}.")
+  workdir = os.path.abspath(workdir)
+  pretrain_dir = os.path.join(workdir, "pretrain")
+  plan = [
+      (name, variant_config(config, VARIANTS[name], seed=s,
+                            pretrain_dir=pretrain_dir),
+       os.path.join(workdir, "runs", name, f"seed{s}"))
+      for name in variants for s in range(seeds)
+  ]
+  results = compare._run_all([(c, d) for _, c, d in plan])  # pylint: disable=protected-access
+  rows = {}
+  for name in variants:
+    seed_runs = [(c.seed, d, results[d]) for v, c, d in plan if v == name]
+    rows[name] = summarize_variant(name, VARIANTS[name], seed_runs)
+  first = next(iter(results.values()))
+  task = {**first["task"], "src_class_names": first["src_class_names"],
+          "tgt_class_names": first["tgt_class_names"]}
+  if bench_steps:
+    rates = {}
+    finetune_config = variant_config(config, VARIANTS["finetune"], seed=0,
+                                     pretrain_dir=pretrain_dir)
+    rates["finetune"] = step_rate(finetune_config, task, bench_steps)
+    for name in variants:
+      if name == "finetune":
+        continue
+      run_config = next(c for v, c, _ in plan if v == name)
+      rates[name] = step_rate(run_config, task, bench_steps)
+    for name in variants:
+      rows[name]["steps_per_s"] = rates[name]
+      rows[name]["step_time_vs_finetune"] = rates["finetune"] / rates[name]
+  summary = {
+      "benchmark": f"{task.get('source')} -> {task.get('target')}",
+      "variants": rows,
+      "seeds": list(range(seeds)),
+      "std_kind": compare.std_kind(seeds),
+      "protocol": compare.protocol(train.resolve_config(config),
+                                   list(results.values()),
+                                   seeds=list(range(seeds)), rows=[]),
+      "device": str(jax.devices()[0]),
+      "base_config": json.loads(config.to_json_best_effort()),
+  }
+  plots.plot_study_weights(summary, os.path.join(workdir, "class_weights.png"))
+  checkpointing.write_text_atomic(os.path.join(workdir, "study.md"),
+                                  study_markdown(summary))
+  checkpointing.write_json_atomic(os.path.join(workdir, "study.json"), summary)
+  return summary
+
+
+def _pm(mean: float | None, std: float | None, scale: float = 100.0,
+        digits: int = 2) -> str:
+  if mean is None:
+    return "-"
+  return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+
+
+def study_table(summary: dict[str, Any]) -> str:
+  """Markdown: one line per variant, accuracies in %."""
+  lines = [
+      "| variant | test acc | test acc (val-selected) | val acc | "
+      "weight rank corr. | step time / finetune |",
+      "|---|---|---|---|---|---|",
+  ]
+  for name, r in summary["variants"].items():
+    spearman = r.get("spearman")
+    ratio = r.get("step_time_vs_finetune")
+    lines.append(
+        f"| {name} | {_pm(r['test_mean'], r['test_std'])} | "
+        f"{_pm(r.get('val_selected_test_mean'), r.get('val_selected_test_std'))}"
+        f" | {100 * r['val_mean']:.2f} | "
+        f"{'-' if spearman is None else f'{spearman:.2f}'} | "
+        f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+  return "\n".join(lines) + "\n"
+
+
+def weights_table(summary: dict[str, Any]) -> str:
+  """Markdown: expected class weight per source class and variant."""
+  rows = {n: r for n, r in summary["variants"].items() if "class_weights" in r}
+  if not rows:
+    return ""
+  names = next(iter(rows.values()))["class_weights"]["names"]
+  lines = ["| variant | " + " | ".join(names) + " | alpha |",
+           "|---|" + "---|" * (len(names) + 1)]
+  for name, r in rows.items():
+    w = r["class_weights"]
+    cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(w["mean"], w["std"])]
+    alpha = _pm(r.get("alpha_mean"), r.get("alpha_std"), 1.0, 3)
+    lines.append(f"| {name} | " + " | ".join(cells) + f" | {alpha} |")
+  return "\n".join(lines) + "\n"
+
+
+def study_markdown(summary: dict[str, Any]) -> str:
+  """study.md: both tables, what each variant is, and the protocol."""
+  p = summary["protocol"]
+  lines = [
+      f"# Policy study: {summary['benchmark']}", "",
+      f"Seeds {summary['seeds']}; ± is the {summary['std_kind']}. Test and "
+      "validation accuracy in %: 'test acc' at the last step, "
+      "'(val-selected)' at the evaluation step of best validation accuracy; "
+      "'val acc' is the last-step accuracy on the whole validation split. "
+      "Weight rank corr.: mean pairwise Spearman correlation across seeds of "
+      "the learned expected class weights. Step time: outer step over "
+      f"fine-tuning step, synthetic batches on {summary['device']}.", "",
+      study_table(summary),
+      "## Learned expected class weights (mean ± std over seeds)", "",
+      weights_table(summary),
+      "## Variants", "",
+  ]
+  for name, r in summary["variants"].items():
+    extra = "; ".join(f"{k}={v}" for k, v in r["overrides"].items())
+    window = f"; credit window {r['window']}" if r["window"] > 1 else ""
+    lines.append(f"- {name} ({r['method']}{'; ' + extra if extra else ''}"
+                 f"{window}): {r['about']}.")
+  splits = [f"{n} {s.get('size')}" for n, s in p["splits"].items()]
+  lines += [
+      "", "## Protocol", "",
+      f"- Encoder {p['encoder']}; source pre-training {p['pretrain']['steps']} "
+      "steps, shared by every run.",
+      f"- Splits: {', '.join(splits)}.",
+      f"- {p['train']['steps']} model steps per run (credit-window variants: "
+      "fewer outer steps, the same model steps); target batch "
+      f"{p['train']['batch_size']}, source batch {p['train']['src_batch_size']}"
+      f", validation (reward) batch {p['train']['val_batch_size']}.",
+      f"- {p['test_split_use']}",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    summary = run_study(flags.FLAGS.config, flags.FLAGS.workdir,
+                        seeds=flags.FLAGS.seeds,
+                        variants=_VARIANTS.value,
+                        bench_steps=_BENCH_STEPS.value)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  except compare.RunInterruptedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(128 + (e.signal or 0))
+  except compare.RunFailedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  workdir = os.path.abspath(flags.FLAGS.workdir)
+  print()
+  print(study_table(summary))
+  print(weights_table(summary))
+  print(f"Study: {workdir}/study.md, {workdir}/study.json, "
+        f"{workdir}/class_weights.png")
+
+
+if __name__ == "__main__":
+  app.run(main)
