@@ -110,12 +110,17 @@ def main():
   mesh = parallel.Parallelism("mesh")
   pmap = parallel.Parallelism("pmap")
 
+  # The multi-sample variant uses the accuracy reward: leave-one-out
+  # advantages of loss rewards are differences of nearly equal numbers, where
+  # the rounding of a partitioned sum can flip a sign that Adam's
+  # normalisation then turns into a full step.
   variants = {
       "reinforce": {},
-      "reinforce, 3 samples": {"num_samples": 3, "reward": "neg_loss"},
+      "reinforce, 3 samples": {"num_samples": 3},
       "meta_gradient": {"estimator": "meta_gradient",
                         "src_normalization": "mean"},
   }
+  tol = 2e-5
   for name, options in variants.items():
     ref_state, ref_hist = run_l2tl(single, **options)
     for par in (mesh, pmap):
@@ -125,8 +130,8 @@ def main():
         np.testing.assert_array_equal(h["policy/alpha"], h_ref["policy/alpha"])
         np.testing.assert_array_equal(h["policy/mean_class_weight"],
                                       h_ref["policy/mean_class_weight"])
-        chex.assert_trees_all_close(h, h_ref, atol=2e-5, rtol=2e-5)
-      chex.assert_trees_all_close(state, ref_state, atol=2e-5, rtol=2e-5)
+        chex.assert_trees_all_close(h, h_ref, atol=tol, rtol=tol)
+      chex.assert_trees_all_close(state, ref_state, atol=tol, rtol=tol)
       print(f"l2tl {name} {par.mode}: matches single device")
 
   ref_state, ref_eval = run_finetune_and_eval(single)

@@ -55,7 +55,7 @@ TGT_VAL = target_split(256, seed=3)
 TGT_TEST = target_split(4000, seed=2)
 
 
-def train(seed, *, learn_policy):
+def train(seed, *, learn_policy, estimator="reinforce"):
   model = models.make_model(
       "mlp", num_src_classes=NUM_SRC, num_tgt_classes=NUM_TGT,
       encoder_kwargs={"hidden": (32, 8)})
@@ -69,7 +69,7 @@ def train(seed, *, learn_policy):
     options = steps.L2TLOptions(
         num_levels=4, num_alpha_levels=4, loss_weight_scale=4.0,
         reward="loss_improvement", class_reduction="sum",
-        baseline_order="previous", **common)
+        baseline_order="previous", estimator=estimator, **common)
   else:
     policy_tx = policy_params = None
     options = steps.L2TLOptions(fixed_class_weights=(1.0,) * NUM_SRC, **common)
@@ -105,6 +105,19 @@ class LearningTest(absltest.TestCase):
     self.assertGreater(consistent - harmful, 0.15, report)
     self.assertLess(harmful, 0.3, report)
     self.assertGreater(l2tl_acc, np.mean(uniform) + 0.005, report)
+
+  def test_meta_gradient_suppresses_harmful_classes(self):
+    # Measured: every seed drives both harmful classes to ~0.00 and one
+    # consistent class to ~0.74 (the top level is 0.75), but also the other
+    # consistent class to ~0: the one-step lookahead is greedy, and test
+    # accuracy (0.64 averaged over seeds) is below uniform joint training.
+    runs = [train(seed, learn_policy=True, estimator="meta_gradient")
+            for seed in SEEDS]
+    weights = np.stack([w for _, w in runs])
+    report = (f"expected weights per seed {np.round(weights, 3).tolist()}; "
+              f"acc {np.mean([a for a, _ in runs]):.3f}")
+    self.assertLess(weights[:, HARMFUL].max(), 0.05, report)
+    self.assertGreater(weights[:, CONSISTENT].max(axis=1).min(), 0.6, report)
 
 
 if __name__ == "__main__":
