@@ -58,13 +58,15 @@ SEES = {
         "as joint_uniform with fixed class weights P_t(c) / P_s(c) estimated "
         "from the target train images; last step."),
     "l2tl_fixed_alpha": (
-        "source pre-training, then source train + target train jointly; the "
-        "validation split is the policy's reward (class weights learned, "
-        "fixed alpha); last step."),
+        "source pre-training, then source train + target train jointly; "
+        "validation batches train the policy (its reward, or its "
+        "meta-gradient: config.l2tl.estimator), class weights learned, fixed "
+        "alpha; last step."),
     "l2tl": (
-        "source pre-training, then source train + target train jointly; the "
-        "validation split is the policy's reward (class weights and alpha "
-        "learned); last step."),
+        "source pre-training, then source train + target train jointly; "
+        "validation batches train the policy (its reward, or its "
+        "meta-gradient: config.l2tl.estimator), class weights and alpha "
+        "learned; last step."),
     "l2tl (val-selected)": (
         "as l2tl, plus the validation split picking the evaluation step of "
         "best validation accuracy."),
@@ -336,6 +338,9 @@ def protocol(
           "val_batch_size": config.l2tl.val_batch_size,
           "inner_steps": config.l2tl.inner_steps,
           "fixed_alpha": config.l2tl.fixed_alpha,
+          "l2tl_mode": config.l2tl.get("mode"),
+          "estimator": config.l2tl.get("estimator"),
+          "policy_lr": config.l2tl.get("policy_lr"),
       },
       "eval_every_steps": config.eval.every_steps,
       "seeds": list(seeds),
@@ -592,6 +597,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
       f"(reward) batch {t['val_batch_size']}, {t['inner_steps']} model "
       f"step(s) per policy step, fixed alpha {t['fixed_alpha']} where "
       "alpha is not learned.",
+      f"- L2TL policy: config.l2tl.mode {t.get('l2tl_mode')!r}, estimator "
+      f"{t.get('estimator')!r}, policy Adam {t.get('policy_lr')}.",
       f"- Validation accuracy evaluated every {p['eval_every_steps']} steps "
       "(curves and the val-selected rows).",
       f"- Seeds {p['seeds']}; {p['std']}.",
