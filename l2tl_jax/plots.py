@@ -390,6 +390,11 @@ def plot_study_weights(summary: dict[str, Any], path: str) -> str | None:
     label = name if rho is None else f"{name} (rank corr. {rho:.2f})"
     ax.bar(x + (i - (len(rows) - 1) / 2) * width, w["mean"], width,
            yerr=w["std"], capsize=2, label=label)
+  levels = ((summary.get("base_config") or {}).get("l2tl") or {}).get(
+      "num_levels")
+  if levels:  # Zero logits: the mean of the levels 0..K-1 over K.
+    ax.axhline((levels - 1) / (2 * levels), color="gray", linestyle="--",
+               linewidth=1, label="initial weight")
   ax.set_xticks(x)
   ax.set_xticklabels(names, rotation=30 if len(names) > 6 else 0,
                      ha="right" if len(names) > 6 else "center")

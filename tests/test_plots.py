@@ -134,6 +134,25 @@ def test_comparison_and_sweep_plots(tmp_path):
   assert os.listdir(tmp_path / "out") == ["cmp.png"]
 
 
+def test_study_weights_plot(tmp_path):
+  def row(mean, rho):
+    return {"class_weights": {"names": SRC_NAMES, "mean": mean,
+                              "std": [0.05] * NUM_SRC},
+            "spearman": rho}
+  summary = {"benchmark": "a -> b", "base_config": {"l2tl": {"num_levels": 100}},
+             "variants": {
+                 "finetune": {"test_mean": 0.6},  # No weights: no bars.
+                 "meta_gradient": row(np.linspace(0.1, 0.9, NUM_SRC).tolist(),
+                                      0.8),
+                 "reinforce_reference": row([0.495] * NUM_SRC, None),
+             }}
+  _assert_png(plots.plot_study_weights(summary, str(tmp_path / "w.png")))
+  del summary["variants"]["meta_gradient"]
+  del summary["variants"]["reinforce_reference"]
+  assert plots.plot_study_weights(summary, str(tmp_path / "none.png")) is None
+  assert not os.path.exists(tmp_path / "none.png")
+
+
 def test_no_pyplot_figures_leak(tmp_path):
   pyplot = pytest.importorskip("matplotlib.pyplot")
   before = pyplot.get_fignums()
