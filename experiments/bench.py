@@ -1,6 +1,7 @@
 r"""Step-time benchmark: the L2TL outer step against the fine-tuning step.
 
-  python -m experiments.bench [--steps=300] [--encoder=lenet]
+  python -m experiments.bench [--steps=300] [--encoder=lenet] \
+      [--windows=1,2,4,8]
 
 Measures, on the default device, outer steps/s of L2TL and steps/s of the
 fine-tuning step at the reference batch sizes (8 target, 16 -> 8 source,
@@ -13,7 +14,11 @@ their step-time ratio beside the ideal ratio from the work done:
   finetune:  forward+backward on 8 target images;
   ideal = (3 * 16 + 32) / (3 * 8) with backward = 2 forwards,
 
-and the same ratio from XLA's own FLOP count of the compiled steps.
+and the same ratio from XLA's own FLOP count of the compiled steps. With
+--windows it also times the outer step for credit windows of N model steps
+per action (unrolled and `lax.scan`), the meta-gradient step and the
+4-sample leave-one-out REINFORCE step, each per outer step and per model
+step, against the fine-tuning step.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from l2tl_jax import train_state
 _STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements; the best is kept.")
 _ENCODER = flags.DEFINE_string("encoder", "lenet", "Registered encoder name.")
+_WINDOWS = flags.DEFINE_list(
+    "windows", [], "Credit windows N (model steps per action) to time.")
 
 TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
 NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)
@@ -46,7 +53,7 @@ def _batch(rs, n, classes):
   }
 
 
-def _l2tl_setup():
+def _l2tl_setup(**options):
   model = models.make_model(
       _ENCODER.value, num_src_classes=NUM_SRC, num_tgt_classes=NUM_TGT
   )
@@ -62,11 +69,14 @@ def _l2tl_setup():
       ),
       policy_tx=policy_tx,
   )
-  make = lambda: steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx)
+  opts = steps.L2TLOptions(**options)
+  make = lambda: steps.make_l2tl_step(
+      model=model, tx=tx, policy_tx=policy_tx, options=opts)
   rs = np.random.RandomState(0)
+  n = opts.inner_steps
   batch = {
-      "src": _batch(rs, SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
-      "tgt": _batch(rs, TGT_BATCH, NUM_TGT),
+      "src": _batch(rs, n * SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
+      "tgt": _batch(rs, n * TGT_BATCH, NUM_TGT),
       "val": _batch(rs, VAL_BATCH, NUM_TGT),
   }
   return make, state, jax.device_put(batch)
@@ -123,6 +133,19 @@ def main(argv):
   print(f"measured/ideal: {measured / ideal:.2f}")
   print(f"l2tl/finetune step-time ratio: measured {measured:.2f}, "
         f"ideal {ideal:.2f}")
+  if not _WINDOWS.value:
+    return
+  print("\nouter-step time / finetune step time (per model step):")
+  variants = [("meta_gradient", 1, {"estimator": "meta_gradient"}),
+              ("reinforce, 4 samples (leave-one-out)", 1, {"num_samples": 4})]
+  for n in map(int, _WINDOWS.value):
+    for loop in ("unroll", "scan"):
+      variants.append((f"reinforce, window {n}, {loop}", n,
+                       {"inner_steps": n, "inner_loop": loop}))
+  for name, n, options in variants:
+    rate = _steps_per_second(*_l2tl_setup(**options))
+    ratio = finetune_rate / rate
+    print(f"  {name}: {ratio:.2f} ({ratio / n:.2f})")
 
 
 if __name__ == "__main__":
