@@ -96,6 +96,9 @@ class L2TLOptions:
       is r_s minus the mean reward of the other samples (leave-one-out
       baseline), and the model carries on with sample 0's update. The EMA
       baseline then only tracks the mean reward for logging.
+    samples_loop: how the S rollouts are compiled: 'vmap' (one batched
+      program) or 'unroll' (S copies; on XLA:CPU, where batched convolutions
+      with per-sample weights are slow, about 1.5x faster for S = 4).
   """
 
   num_levels: int = 100
@@ -117,11 +120,16 @@ class L2TLOptions:
   skip_nonfinite: bool = True
   estimator: str = "reinforce"
   num_samples: int = 1
+  samples_loop: str = "vmap"
 
   def __post_init__(self):
     if self.estimator not in ESTIMATORS:
       raise ValueError(
           f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}"
+      )
+    if self.samples_loop not in ("vmap", "unroll"):
+      raise ValueError(
+          f"samples_loop must be 'vmap' or 'unroll', got {self.samples_loop!r}"
       )
     if self.num_samples < 1:
       raise ValueError(f"num_samples must be >= 1, got {self.num_samples}.")
@@ -584,9 +592,16 @@ def _l2tl_step_fn(
     else:
       in_axes = (0 if opts.learns_classes else None,
                  0 if opts.learns_alpha else None)
-      carries, metrics, val_accs, val_losses, rewards = jax.vmap(
-          score, in_axes=in_axes
-      )(class_w, alpha)
+      if opts.samples_loop == "vmap":
+        outcomes = jax.vmap(score, in_axes=in_axes)(class_w, alpha)
+      else:
+        pick = lambda x, axis, i: x if axis is None else x[i]
+        outcomes = jax.tree.map(
+            lambda *xs: jnp.stack(xs),
+            *[score(pick(class_w, in_axes[0], i), pick(alpha, in_axes[1], i))
+              for i in range(num_samples)],
+        )
+      carries, metrics, val_accs, val_losses, rewards = outcomes
       # The model carries on with sample 0.
       first = lambda x: x[0]
       carry, val_acc, val_loss = jax.tree.map(

@@ -398,6 +398,22 @@ class MultiSampleStepTest(absltest.TestCase):
         new_state.policy_params, jax.tree.map(jnp.subtract, pp, grads),
         atol=1e-5)
 
+  def test_unrolled_samples_equal_vmapped(self):
+    model = _model()
+    tx, policy_tx = optim.momentum_sgd(0.05), optim.adam(0.1)
+    results = []
+    for loop in ("vmap", "unroll"):
+      opts = steps.L2TLOptions(num_levels=4, num_alpha_levels=4,
+                               loss_weight_scale=4.0, num_samples=3,
+                               samples_loop=loop)
+      step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                                  options=opts)
+      state = _state(model, tx, policy_tx)
+      for seed in range(2):
+        state, metrics = step(state, _batch(seed))
+      results.append((state, metrics))
+    chex.assert_trees_all_close(results[0], results[1], atol=1e-5)
+
   def test_meta_gradient_rejects_samples(self):
     with self.assertRaisesRegex(ValueError, "num_samples"):
       steps.L2TLOptions(estimator="meta_gradient", num_samples=2)
