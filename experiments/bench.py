@@ -137,7 +137,10 @@ def main(argv):
     return
   print("\nouter-step time / finetune step time (per model step):")
   variants = [("meta_gradient", 1, {"estimator": "meta_gradient"}),
-              ("reinforce, 4 samples (leave-one-out)", 1, {"num_samples": 4})]
+              ("reinforce, 4 samples (leave-one-out), vmap", 1,
+               {"num_samples": 4}),
+              ("reinforce, 4 samples (leave-one-out), unroll", 1,
+               {"num_samples": 4, "samples_loop": "unroll"})]
   for n in map(int, _WINDOWS.value):
     for loop in ("unroll", "scan"):
       variants.append((f"reinforce, window {n}, {loop}", n,
