@@ -365,14 +365,17 @@ def run_study(
     for name in variants:
       rows[name]["steps_per_s"] = rates[name]
       rows[name]["step_time_vs_finetune"] = rates["finetune"] / rates[name]
+  protocol = compare.protocol(train.resolve_config(config),
+                              list(results.values()),
+                              seeds=list(range(seeds)), rows=[])
+  for key in ("l2tl_mode", "estimator", "policy_lr"):  # Set per variant.
+    protocol["train"].pop(key, None)
   summary = {
       "benchmark": f"{task.get('source')} -> {task.get('target')}",
       "variants": rows,
       "seeds": list(range(seeds)),
       "std_kind": compare.std_kind(seeds),
-      "protocol": compare.protocol(train.resolve_config(config),
-                                   list(results.values()),
-                                   seeds=list(range(seeds)), rows=[]),
+      "protocol": protocol,
       "device": str(jax.devices()[0]),
       "base_config": json.loads(config.to_json_best_effort()),
   }
