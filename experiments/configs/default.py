@@ -1,5 +1,8 @@
 """Reference hyper-parameters shared by every config (not run on its own).
 
+The L2TL policy follows config.l2tl.mode: 'recommended' (the default, chosen
+by the policy study) or 'reference' (the authors' REINFORCE).
+
 Other configs call `get_config()` here and override the data and, where
 their protocol says so, the step counts. Every number of the reference's
 MNIST -> SVHN-5 experiment is here; none is hard-coded in the library.
