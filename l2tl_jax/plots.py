@@ -161,19 +161,23 @@ def plot_alpha(records: Sequence[dict], path: str) -> str | None:
 
 
 def plot_reward(records: Sequence[dict], path: str) -> str | None:
-  """Reward against its baseline over steps, and the advantage below.
+  """The policy's learning signal over steps.
+
+  REINFORCE: the reward against its baseline, and the advantage below. The
+  meta-gradient estimator: its objective (the validation loss after the
+  model step), and the policy gradient norm below.
 
   Args:
     records: metrics.jsonl records ('policy/reward', 'policy/baseline',
-      'policy/advantage').
+      'policy/advantage'; or 'policy/meta_objective', 'policy/grad_norm').
     path: PNG destination.
 
   Returns:
-    `path`, or None when no reward is logged.
+    `path`, or None when neither signal is logged.
   """
   reward = _series(records, "policy/reward")
   if not len(reward[0]):
-    return None
+    return _plot_meta_objective(records, path)
   baseline = _series(records, "policy/baseline")
   advantage = _series(records, "policy/advantage")
   fig = _new_figure(8.0, 6.0 if len(advantage[0]) else 4.0)
@@ -189,6 +193,29 @@ def plot_reward(records: Sequence[dict], path: str) -> str | None:
     axes[1].plot(*advantage, color="tab:purple", marker=".", label="advantage")
     axes[1].axhline(0.0, color="gray", linewidth=0.8)
     axes[1].set_ylabel("advantage")
+    axes[1].legend()
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[-1].set_xlabel("step")
+  return save_figure(fig, path)
+
+
+def _plot_meta_objective(records: Sequence[dict], path: str) -> str | None:
+  objective = _series(records, "policy/meta_objective")
+  if not len(objective[0]):
+    return None
+  grad_norm = _series(records, "policy/grad_norm")
+  fig = _new_figure(8.0, 6.0 if len(grad_norm[0]) else 4.0)
+  axes = fig.subplots(2 if len(grad_norm[0]) else 1, 1, sharex=True,
+                      squeeze=False)[:, 0]
+  axes[0].plot(*objective, marker=".", label="validation loss after the step")
+  axes[0].set_ylabel("meta objective")
+  axes[0].set_title("Meta-gradient objective")
+  axes[0].legend()
+  if len(grad_norm[0]):
+    axes[1].plot(*grad_norm, color="tab:purple", marker=".",
+                 label="policy gradient norm")
+    axes[1].set_yscale("log")
     axes[1].legend()
   for ax in axes:
     ax.grid(alpha=0.3)

@@ -532,6 +532,8 @@ def _l2tl_step_fn(
     metrics.update({
         "val/accuracy": val_acc,
         "val/loss": val_loss,
+        # What the policy descends: the validation loss after the rollout.
+        "policy/meta_objective": val_loss,
         "policy/grad_norm": optax.tree.norm(policy_grads),
         "policy/alpha": alpha,
         "policy/mean_class_weight": jnp.mean(class_w),

@@ -134,6 +134,14 @@ def test_comparison_and_sweep_plots(tmp_path):
   assert os.listdir(tmp_path / "out") == ["cmp.png"]
 
 
+def test_meta_gradient_signal_plot(tmp_path):
+  records = [{"step": s, "policy/meta_objective": 1.0 / s,
+              "policy/grad_norm": 0.1 / s} for s in range(1, 20)]
+  _assert_png(plots.plot_reward(records, str(tmp_path / "reward.png")))
+  assert plots.plot_reward([{"step": 1, "train/tgt_loss": 1.0}],
+                           str(tmp_path / "none.png")) is None
+
+
 def test_study_weights_plot(tmp_path):
   def row(mean, rho):
     return {"class_weights": {"names": SRC_NAMES, "mean": mean,
