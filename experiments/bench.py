@@ -23,13 +23,12 @@ step, against the fine-tuning step.
 
 from __future__ import annotations
 
-import time
-
 from absl import app
 from absl import flags
 import jax
 import numpy as np
 
+from experiments import timing
 from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import policy
@@ -95,17 +94,9 @@ def _finetune_setup():
 
 
 def _steps_per_second(make, state, batch) -> float:
-  step = make()
-  state, metrics = step(state, batch)  # Compile.
-  jax.block_until_ready(metrics)
-  best = 0.0
-  for _ in range(_REPEATS.value):
-    start = time.perf_counter()
-    for _ in range(_STEPS.value):
-      state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    best = max(best, _STEPS.value / (time.perf_counter() - start))
-  return best
+  return timing.steps_per_second(make(), state, batch,
+                                 num_steps=_STEPS.value,
+                                 repeats=_REPEATS.value)
 
 
 def _flops(make, state, batch) -> float:

@@ -28,7 +28,6 @@ import itertools
 import json
 import os
 import sys
-import time
 from typing import Any, Sequence
 
 from absl import app
@@ -39,6 +38,7 @@ import numpy as np
 from scipy import stats
 
 from experiments import compare
+from experiments import timing
 from l2tl_jax import checkpointing
 from l2tl_jax import models
 from l2tl_jax import optim
@@ -185,20 +185,6 @@ def mean_pairwise_spearman(weights: np.ndarray) -> float | None:
   return float(np.mean(values)) if values else None
 
 
-def _steps_per_second(step, state, batch, num_steps: int,
-                      repeats: int = 3) -> float:
-  state, metrics = step(state, batch)  # Compile.
-  jax.block_until_ready(metrics)
-  best = 0.0
-  for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(num_steps):
-      state, metrics = step(state, batch)
-    jax.block_until_ready((state, metrics))
-    best = max(best, num_steps / (time.perf_counter() - start))
-  return best
-
-
 def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
               num_steps: int) -> float:
   """Train steps/s of `config` on synthetic batches of the run's shapes.
@@ -235,8 +221,8 @@ def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
     state = train_state.create(params=params, model_state=model_state, tx=tx,
                                rng=jax.random.key(0))
     step = steps.make_supervised_step(model=model, tx=tx, head="tgt")
-    return _steps_per_second(step, state, jax.device_put(batch(b, num_tgt)),
-                             num_steps)
+    return timing.steps_per_second(
+        step, state, jax.device_put(batch(b, num_tgt)), num_steps=num_steps)
   c = config.l2tl
   fixed = (1.0,) * num_src if config.method == "joint_uniform" else None
   options = train._l2tl_options(config, fixed)  # pylint: disable=protected-access
@@ -255,8 +241,8 @@ def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
   joint_batch = {"src": batch(n * options.src_oversample * b, num_src),
                  "tgt": batch(n * b, num_tgt),
                  "val": batch(c.val_batch_size, num_tgt)}
-  return _steps_per_second(step, state, jax.device_put(joint_batch),
-                           num_steps)
+  return timing.steps_per_second(step, state, jax.device_put(joint_batch),
+                                 num_steps=num_steps)
 
 
 def summarize_variant(
