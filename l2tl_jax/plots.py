@@ -27,6 +27,20 @@ def _new_figure(width: float, height: float) -> Figure:
   return fig
 
 
+def _step_axes(num_panels: int, height: float) -> tuple[Figure, list]:
+  """A figure of `num_panels` stacked axes sharing a step x axis."""
+  fig = _new_figure(8.0, height)
+  return fig, list(fig.subplots(num_panels, 1, sharex=True, squeeze=False)[:, 0])
+
+
+def _save_step_axes(fig: Figure, axes: list, path: str) -> str:
+  """Grids every panel, labels the shared step axis and saves."""
+  for ax in axes:
+    ax.grid(alpha=0.3)
+  axes[-1].set_xlabel("step")
+  return save_figure(fig, path)
+
+
 def save_figure(fig: Figure, path: str) -> str:
   """Saves `fig` as a PNG at `path`, atomically.
 
@@ -180,9 +194,8 @@ def plot_reward(records: Sequence[dict], path: str) -> str | None:
     return _plot_meta_objective(records, path)
   baseline = _series(records, "policy/baseline")
   advantage = _series(records, "policy/advantage")
-  fig = _new_figure(8.0, 6.0 if len(advantage[0]) else 4.0)
-  axes = fig.subplots(2 if len(advantage[0]) else 1, 1, sharex=True,
-                      squeeze=False)[:, 0]
+  fig, axes = _step_axes(2 if len(advantage[0]) else 1,
+                         6.0 if len(advantage[0]) else 4.0)
   axes[0].plot(*reward, marker=".", label="reward")
   if len(baseline[0]):
     axes[0].plot(*baseline, linewidth=2, label="baseline")
@@ -194,10 +207,7 @@ def plot_reward(records: Sequence[dict], path: str) -> str | None:
     axes[1].axhline(0.0, color="gray", linewidth=0.8)
     axes[1].set_ylabel("advantage")
     axes[1].legend()
-  for ax in axes:
-    ax.grid(alpha=0.3)
-  axes[-1].set_xlabel("step")
-  return save_figure(fig, path)
+  return _save_step_axes(fig, axes, path)
 
 
 def _plot_meta_objective(records: Sequence[dict], path: str) -> str | None:
@@ -205,9 +215,8 @@ def _plot_meta_objective(records: Sequence[dict], path: str) -> str | None:
   if not len(objective[0]):
     return None
   grad_norm = _series(records, "policy/grad_norm")
-  fig = _new_figure(8.0, 6.0 if len(grad_norm[0]) else 4.0)
-  axes = fig.subplots(2 if len(grad_norm[0]) else 1, 1, sharex=True,
-                      squeeze=False)[:, 0]
+  fig, axes = _step_axes(2 if len(grad_norm[0]) else 1,
+                         6.0 if len(grad_norm[0]) else 4.0)
   axes[0].plot(*objective, marker=".", label="validation loss after the step")
   axes[0].set_ylabel("meta objective")
   axes[0].set_title("Meta-gradient objective")
@@ -217,10 +226,7 @@ def _plot_meta_objective(records: Sequence[dict], path: str) -> str | None:
                  label="policy gradient norm")
     axes[1].set_yscale("log")
     axes[1].legend()
-  for ax in axes:
-    ax.grid(alpha=0.3)
-  axes[-1].set_xlabel("step")
-  return save_figure(fig, path)
+  return _save_step_axes(fig, axes, path)
 
 
 def plot_accuracy(
@@ -249,8 +255,7 @@ def plot_accuracy(
   if not has_acc and not losses:
     return None
   num_panels = int(has_acc) + int(bool(losses))
-  fig = _new_figure(8.0, 3.5 * num_panels + 0.5)
-  axes = list(fig.subplots(num_panels, 1, sharex=True, squeeze=False)[:, 0])
+  fig, axes = _step_axes(num_panels, 3.5 * num_panels + 0.5)
   if has_acc:
     ax = axes[0]
     if len(val[0]):
@@ -273,10 +278,7 @@ def plot_accuracy(
       ax.plot(*series, marker=".", label=labels[key])
     ax.set_ylabel("loss")
     ax.legend()
-  for ax in axes:
-    ax.grid(alpha=0.3)
-  axes[-1].set_xlabel("step")
-  return save_figure(fig, path)
+  return _save_step_axes(fig, axes, path)
 
 
 def plot_run(workdir: str) -> list[str]:
