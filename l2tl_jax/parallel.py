@@ -32,6 +32,21 @@ from l2tl_jax.data import sharding as data_sharding
 MODES = ("jit", "mesh", "pmap")
 
 
+def axis_size(axis_name: str | None) -> int:
+  """Devices along `axis_name` inside a pmapped step; 1 for None (jit)."""
+  return 1 if axis_name is None else jax.lax.axis_size(axis_name)
+
+
+def psum(x: Any, axis_name: str | None) -> Any:
+  """Sum over the pmap axis; the identity under jit (the batch is global)."""
+  return x if axis_name is None else jax.lax.psum(x, axis_name)
+
+
+def pmean(x: Any, axis_name: str | None) -> Any:
+  """Mean over the pmap axis; the identity under jit."""
+  return x if axis_name is None else jax.lax.pmean(x, axis_name)
+
+
 def trace_guard(fn: Callable, max_traces: int) -> Callable:
   """Wraps `fn` to raise AssertionError when traced more than `max_traces` times.
 

@@ -21,8 +21,8 @@ class TrainState:
     opt_state: the model optimiser's state.
     policy_params: policy params ({} for methods without a policy).
     policy_opt_state: the policy optimiser's state (() without a policy).
-    baseline_num: EMA numerator of the reward baseline, float32 scalar.
-    baseline_den: EMA denominator of the reward baseline, float32 scalar.
+    estimator_state: the L2TL estimator's own state (REINFORCE: its EMA
+      reward baseline; see `l2tl_jax.estimators`); () for the other steps.
     rng: base PRNG key as raw uint32 key data (checkpointable as a plain
       array); steps derive their keys with `fold_in(key, step)`, so resuming
       needs no stored split keys.
@@ -34,8 +34,7 @@ class TrainState:
   opt_state: optax.OptState
   policy_params: Any
   policy_opt_state: Any
-  baseline_num: jax.Array
-  baseline_den: jax.Array
+  estimator_state: Any
   rng: jax.Array
 
   def step_key(self) -> jax.Array:
@@ -51,6 +50,7 @@ def create(
     rng: jax.Array,
     policy_params: Any = None,
     policy_tx: optax.GradientTransformation | None = None,
+    estimator_state: Any = (),
 ) -> TrainState:
   """Builds a fresh train state.
 
@@ -61,9 +61,11 @@ def create(
     rng: typed PRNG key (`jax.random.key(seed)`).
     policy_params: policy params, or None for methods without a policy.
     policy_tx: policy optimiser; required with `policy_params`.
+    estimator_state: the initial state of the L2TL step's estimator
+      (`steps.init_estimator_state(options)`); () for supervised steps.
 
   Returns:
-    TrainState at step 0 with an empty baseline.
+    TrainState at step 0.
   """
   if (policy_params is None) != (policy_tx is None):
     raise ValueError("policy_params and policy_tx go together.")
@@ -76,7 +78,6 @@ def create(
       opt_state=tx.init(params),
       policy_params=policy_params,
       policy_opt_state=policy_opt_state,
-      baseline_num=jnp.zeros((), jnp.float32),
-      baseline_den=jnp.zeros((), jnp.float32),
+      estimator_state=estimator_state,
       rng=jax.random.key_data(rng),
   )

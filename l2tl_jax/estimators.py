@@ -1,0 +1,446 @@
+"""How the L2TL policy learns: one table of estimators.
+
+An estimator is a pair of pure functions, as an optax transform: `init()`
+gives its own state (REINFORCE's EMA reward baseline; nothing for the
+meta-gradient) and `update(state, data, spec)` runs one outer step's model
+rollout and policy update and returns an `Outcome`. `steps.make_l2tl_step`
+picks the entry with `select` when the step is built:
+
+  fixed          no policy: fixed class weights and alpha (uniform joint
+                 training, DATL, or any fixed weighting). The reward and its
+                 EMA baseline are still computed and logged.
+  reinforce      one sampled action, reward on the validation batch, EMA
+                 baseline, REINFORCE (the reference).
+  reinforce_loo  S > 1 samples rolled out from the same state; advantage of
+                 sample s = r_s - mean of the other rewards; the model keeps
+                 sample 0's update.
+  meta_gradient  no sampling: the model trains with the policy's expected
+                 weights and the policy descends the exact gradient of the
+                 validation loss after the rollout (learning to reweight).
+
+Adding an estimator: write its `update` (and `init` if it keeps state) from
+the pieces in `l2tl_jax.outer`, and add an entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+import dataclasses
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from l2tl_jax import losses
+from l2tl_jax import outer
+from l2tl_jax import parallel
+from l2tl_jax import policy as policy_lib
+
+
+@flax.struct.dataclass
+class BaselineState:
+  """Bias-corrected EMA of the reward: baseline = num / den."""
+
+  num: jax.Array
+  den: jax.Array
+
+
+def init_baseline() -> BaselineState:
+  return BaselineState(num=jnp.zeros((), jnp.float32),
+                       den=jnp.zeros((), jnp.float32))
+
+
+def update_baseline(
+    num: jax.Array,
+    den: jax.Array,
+    reward: jax.Array,
+    *,
+    momentum: float,
+    order: str,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """One step of the bias-corrected EMA baseline.
+
+  num <- m num + (1-m) r; den <- m den + (1-m); b = num / den.
+
+  Args:
+    num: EMA numerator, scalar.
+    den: EMA denominator, scalar.
+    reward: this step's reward, scalar.
+    momentum: m.
+    order: 'reference' (advantage = r - b after the update, so it is 0 at the
+      first step) or 'previous' (advantage = r - b before the update; at the
+      first step, with no history, b = r).
+
+  Returns:
+    (new_num, new_den, baseline used, advantage).
+  """
+  new_num = momentum * num + (1.0 - momentum) * reward
+  new_den = momentum * den + (1.0 - momentum)
+  if order == "reference":
+    baseline = new_num / new_den
+  elif order == "previous":
+    baseline = jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), reward)
+  else:
+    raise ValueError(
+        f"order must be 'reference' or 'previous', got {order!r}")
+  return new_num, new_den, baseline, reward - baseline
+
+
+class OuterData(NamedTuple):
+  """One outer step's examples on this device.
+
+  Attributes:
+    src: source examples [N, M*B_local, ...] (N inner steps).
+    tgt: target examples [N, B_local, ...].
+    val: validation examples [V_local, ...].
+  """
+
+  src: Any
+  tgt: Any
+  val: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """What an estimator's update reads besides the state and the data.
+
+  Attributes:
+    problem: the joint problem (model, optimiser, loss settings, axis).
+    options: the step's `L2TLOptions`.
+    policy_tx: the policy optimiser (None for 'fixed').
+    fixed_class_weights: [C_src] array when the class weights are fixed.
+  """
+
+  problem: outer.JointProblem
+  options: Any
+  policy_tx: optax.GradientTransformation | None
+  fixed_class_weights: jax.Array | None
+
+
+class Outcome(NamedTuple):
+  """What an estimator's update returns.
+
+  Attributes:
+    carry: the model after the rollout the run keeps.
+    policy_params: updated policy params.
+    policy_opt_state: updated policy optimiser state.
+    estimator_state: the estimator's new state.
+    metrics: scalars 'train/...', 'val/...', 'policy/...'.
+    checked: further values that must be finite for the step to count (the
+      reward or objective).
+  """
+
+  carry: outer.ModelCarry
+  policy_params: Any
+  policy_opt_state: Any
+  estimator_state: Any
+  metrics: dict[str, jax.Array]
+  checked: Any
+
+
+def _rollout(state, data: OuterData, spec: Spec, class_w, alpha):
+  carry = outer.ModelCarry(state.params, state.model_state, state.opt_state)
+  return outer.rollout(
+      carry, data.src, data.tgt, problem=spec.problem, class_weights=class_w,
+      alpha=alpha, decay_mask=losses.decay_mask(
+          state.params, spec.problem.decay_set))
+
+
+def _val(carry: outer.ModelCarry, data: OuterData, spec: Spec):
+  return outer.validation_stats(carry.params, carry.model_state, data.val,
+                                problem=spec.problem)
+
+
+def _fixed_alpha(spec: Spec) -> jax.Array:
+  return jnp.asarray(spec.options.fixed_alpha, jnp.float32)
+
+
+def _score(state, data: OuterData, spec: Spec, before, class_w, alpha):
+  """Rollout with one action, then its reward: (carry, metrics, stats, r)."""
+  carry, metrics = _rollout(state, data, spec, class_w, alpha)
+  after = _val(carry, data, spec)
+  reward = outer.REWARDS[spec.options.reward].fn(before, after)
+  return carry, metrics, after, reward
+
+
+def _before(state, data: OuterData, spec: Spec) -> outer.ValStats | None:
+  """Validation stats before the rollout, when the reward needs them."""
+  if not outer.REWARDS[spec.options.reward].needs_before:
+    return None
+  return _val(outer.ModelCarry(state.params, state.model_state, None),
+              data, spec)
+
+
+def _baseline(est_state: BaselineState, reward, options):
+  num, den, baseline, advantage = update_baseline(
+      est_state.num, est_state.den, reward,
+      momentum=options.baseline_momentum, order=options.baseline_order)
+  return BaselineState(num=num, den=den), baseline, advantage
+
+
+def _reward_metrics(after, reward, baseline, advantage, alpha, class_w):
+  return {
+      "val/accuracy": after.accuracy,
+      "val/loss": after.loss,
+      "policy/reward": reward,
+      "policy/baseline": baseline,
+      "policy/advantage": advantage,
+      "policy/alpha": alpha,
+      "policy/mean_class_weight": jnp.mean(class_w),
+  }
+
+
+def fixed_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """No policy: the rollout with the fixed weights; the reward is logged."""
+  class_w, alpha = spec.fixed_class_weights, _fixed_alpha(spec)
+  before = _before(state, data, spec)
+  carry, metrics, after, reward = _score(state, data, spec, before, class_w,
+                                         alpha)
+  est_state, baseline, advantage = _baseline(state.estimator_state, reward,
+                                             spec.options)
+  metrics.update(_reward_metrics(after, reward, baseline, advantage, alpha,
+                                 class_w))
+  return Outcome(carry, state.policy_params, state.policy_opt_state,
+                 est_state, metrics, reward)
+
+
+def _sample(state, options, num_samples: int | None):
+  """Actions from the replicated step key: the same draw on every device."""
+  rng = jax.random.fold_in(state.step_key(), 0)
+  if num_samples is None:
+    return policy_lib.sample(state.policy_params, rng)
+  return jax.vmap(policy_lib.sample, in_axes=(None, 0))(
+      state.policy_params, jax.random.split(rng, num_samples))
+
+
+def _action_weights(actions, spec: Spec):
+  """(class weights, alpha) of sampled actions; fixed parts stay fixed."""
+  opts = spec.options
+  if opts.learns_classes:
+    class_w = policy_lib.class_weights(actions["class"], opts.num_levels)
+  else:
+    class_w = spec.fixed_class_weights
+  if opts.learns_alpha:
+    alpha = policy_lib.alpha_value(actions["alpha"], opts.loss_weight_scale)
+  else:
+    alpha = _fixed_alpha(spec)
+  return class_w, alpha
+
+
+def _policy_step(state, spec: Spec, actions, advantages, *, batched: bool):
+  """REINFORCE update of the policy: (params, opt_state, metrics).
+
+  Args:
+    state: the train state (policy params and optimiser state).
+    spec: the step's spec.
+    actions: one action, or S actions along a leading axis (`batched`).
+    advantages: scalar, or [S] (`batched`); the loss is their mean.
+    batched: whether several samples are scored.
+  """
+  opts = spec.options
+  if not opts.learns_classes:
+    # Only alpha is sampled; the class part of the log-prob is constant.
+    actions = {**actions, "class": jnp.zeros_like(actions["class"])}
+  loss = lambda p, a, adv: policy_lib.reinforce_loss(
+      p, a, adv, class_reduction=opts.class_reduction,
+      include_alpha=opts.learns_alpha, entropy_coef=opts.entropy_coef)
+  if batched:
+
+    def policy_loss(p):
+      values, aux = jax.vmap(loss, in_axes=(None, 0, 0))(p, actions,
+                                                         advantages)
+      return jnp.mean(values), jax.tree.map(jnp.mean, aux)
+  else:
+    policy_loss = lambda p: loss(p, actions, advantages)
+  grads, aux = jax.grad(policy_loss, has_aux=True)(state.policy_params)
+  if not opts.learns_classes:
+    grads = {**grads, "class_logits": jnp.zeros_like(grads["class_logits"])}
+  updates, policy_opt_state = spec.policy_tx.update(
+      grads, state.policy_opt_state, state.policy_params)
+  policy_params = optax.apply_updates(state.policy_params, updates)
+  metrics = {"policy/entropy": aux["entropy"],
+             "policy/log_prob": aux["log_prob"],
+             "policy/grad_norm": optax.tree.norm(grads)}
+  return policy_params, policy_opt_state, metrics
+
+
+def reinforce_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """One sampled action, its reward, the EMA baseline, REINFORCE."""
+  actions = _sample(state, spec.options, None)
+  class_w, alpha = _action_weights(actions, spec)
+  before = _before(state, data, spec)
+  carry, metrics, after, reward = _score(state, data, spec, before, class_w,
+                                         alpha)
+  est_state, baseline, advantage = _baseline(state.estimator_state, reward,
+                                             spec.options)
+  policy_params, policy_opt_state, policy_metrics = _policy_step(
+      state, spec, actions, advantage, batched=False)
+  metrics.update(policy_metrics)
+  metrics.update(_reward_metrics(after, reward, baseline, advantage, alpha,
+                                 class_w))
+  return Outcome(carry, policy_params, policy_opt_state, est_state, metrics,
+                 reward)
+
+
+def _score_samples(state, data, spec: Spec, before, class_w, alpha):
+  """`_score` of S actions (vmapped or unrolled), stacked along axis 0."""
+  opts = spec.options
+  in_axes = (0 if opts.learns_classes else None,
+             0 if opts.learns_alpha else None)
+  score = lambda w, a: _score(state, data, spec, before, w, a)
+  if opts.samples_loop == "vmap":
+    return jax.vmap(score, in_axes=in_axes)(class_w, alpha)
+  pick = lambda x, axis, i: x if axis is None else x[i]
+  return jax.tree.map(
+      lambda *xs: jnp.stack(xs),
+      *[score(pick(class_w, in_axes[0], i), pick(alpha, in_axes[1], i))
+        for i in range(opts.num_samples)])
+
+
+def reinforce_loo_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """S actions from one state, leave-one-out advantages; keeps sample 0.
+
+  The EMA baseline only tracks the mean reward, for logging.
+  """
+  opts = spec.options
+  num_samples = opts.num_samples
+  actions = _sample(state, opts, num_samples)
+  class_w, alpha = _action_weights(actions, spec)
+  before = _before(state, data, spec)
+  carries, metrics, afters, rewards = _score_samples(
+      state, data, spec, before, class_w, alpha)
+  first = lambda x: x[0]
+  carry, after, metrics = jax.tree.map(first, (carries, afters, metrics))
+  class_w = class_w[0] if opts.learns_classes else class_w
+  alpha = alpha[0] if opts.learns_alpha else alpha
+  reward = jnp.mean(rewards)
+  est_state, baseline, _ = _baseline(state.estimator_state, reward, opts)
+  # Leave-one-out: each sample against the mean of the others.
+  advantages = rewards - (jnp.sum(rewards) - rewards) / (num_samples - 1)
+  metrics["policy/reward_std"] = jnp.std(rewards)
+  policy_params, policy_opt_state, policy_metrics = _policy_step(
+      state, spec, actions, advantages, batched=True)
+  metrics.update(policy_metrics)
+  metrics.update(_reward_metrics(after, reward, baseline, advantages[0],
+                                 alpha, class_w))
+  return Outcome(carry, policy_params, policy_opt_state, est_state, metrics,
+                 reward)
+
+
+def meta_gradient_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """The model trains with the expected weights; the policy descends the
+  gradient of the validation loss after the rollout with respect to its
+  logits, through the model optimiser's update (a second-order derivative).
+  """
+  opts = spec.options
+
+  def objective(policy_params):
+    class_w = (policy_lib.expected_class_weights(policy_params)
+               if opts.learns_classes else spec.fixed_class_weights)
+    alpha = (policy_lib.expected_alpha(policy_params, opts.loss_weight_scale)
+             if opts.learns_alpha else _fixed_alpha(spec))
+    carry, metrics = _rollout(state, data, spec, class_w, alpha)
+    after = _val(carry, data, spec)
+    return after.local_loss, (carry, metrics, after, class_w, alpha)
+
+  grads, (carry, metrics, after, class_w, alpha) = jax.grad(
+      objective, has_aux=True)(state.policy_params)
+  # Each device differentiated its share of the validation loss.
+  grads = parallel.psum(grads, spec.problem.axis_name)
+  updates, policy_opt_state = spec.policy_tx.update(
+      grads, state.policy_opt_state, state.policy_params)
+  policy_params = optax.apply_updates(state.policy_params, updates)
+  metrics.update({
+      "val/accuracy": after.accuracy,
+      "val/loss": after.loss,
+      # What the policy descends: the validation loss after the rollout.
+      "policy/meta_objective": after.loss,
+      "policy/grad_norm": optax.tree.norm(grads),
+      "policy/alpha": alpha,
+      "policy/mean_class_weight": jnp.mean(class_w),
+  })
+  return Outcome(carry, policy_params, policy_opt_state,
+                 state.estimator_state, metrics, after.loss)
+
+
+def _no_state() -> tuple[()]:
+  return ()
+
+
+def _check_samples(options) -> None:
+  if options.num_samples != 1:
+    raise ValueError(
+        f"num_samples={options.num_samples}: sampling is a REINFORCE option; "
+        f"the {options.estimator!r} estimator takes no samples. Set "
+        "config.l2tl.num_samples=1.")
+
+
+def _check_loo(options) -> None:
+  if options.num_samples < 2:
+    raise ValueError(
+        "The leave-one-out estimator needs config.l2tl.num_samples >= 2, got "
+        f"{options.num_samples}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimator:
+  """One entry of `ESTIMATORS`.
+
+  Attributes:
+    name: the table key (config.l2tl.estimator, except 'fixed').
+    init: () -> the estimator's own state (carried in
+      TrainState.estimator_state).
+    update: (state, OuterData, Spec) -> Outcome.
+    learns: whether it trains a policy (needs a policy optimiser).
+    check: raises ValueError on options it cannot run with.
+    about: one line for reports and errors.
+  """
+
+  name: str
+  init: Callable[[], Any]
+  update: Callable[[Any, OuterData, Spec], Outcome]
+  learns: bool = True
+  check: Callable[[Any], None] = lambda options: None
+  about: str = ""
+
+
+ESTIMATORS: dict[str, Estimator] = {
+    "fixed": Estimator(
+        "fixed", init_baseline, fixed_update, learns=False,
+        about="fixed class weights and alpha, no policy"),
+    "reinforce": Estimator(
+        "reinforce", init_baseline, reinforce_update,
+        about="REINFORCE with an EMA reward baseline (the reference)"),
+    "reinforce_loo": Estimator(
+        "reinforce_loo", init_baseline, reinforce_loo_update,
+        check=_check_loo,
+        about="REINFORCE over S samples with leave-one-out advantages"),
+    "meta_gradient": Estimator(
+        "meta_gradient", _no_state, meta_gradient_update,
+        check=_check_samples,
+        about="exact gradient of the validation loss through the update"),
+}
+# Values config.l2tl.estimator may take ('fixed' follows from the method).
+CONFIG_NAMES = tuple(n for n in ESTIMATORS if n != "fixed")
+
+
+def select(options) -> Estimator:
+  """The estimator that `options` ask for.
+
+  No learned part -> 'fixed' (num_samples and estimator are then ignored:
+  there is nothing to sample or differentiate). 'reinforce' with
+  num_samples > 1 -> 'reinforce_loo'.
+
+  Raises:
+    ValueError: the options combine into something no estimator runs.
+  """
+  if not options.has_policy:
+    return ESTIMATORS["fixed"]
+  name = options.estimator
+  if name == "reinforce" and options.num_samples > 1:
+    name = "reinforce_loo"
+  estimator = ESTIMATORS[name]
+  estimator.check(options)
+  return estimator
