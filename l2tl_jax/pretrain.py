@@ -22,13 +22,12 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from l2tl_jax import build
 from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import models
-from l2tl_jax import optim
 from l2tl_jax import parallel
 from l2tl_jax import steps
-from l2tl_jax import train_state
 
 
 def cache_key(config: ml_collections.ConfigDict, task: data.TransferTask) -> str:
@@ -37,7 +36,10 @@ def cache_key(config: ml_collections.ConfigDict, task: data.TransferTask) -> str
       "src_train": task.src_train.summary(),
       "src_class_names": list(task.src_class_names),
       "image_shape": list(task.image_shape),
-      "model": config.model.to_dict(),
+      # What shapes the pre-trained weights; not the target-stage loading
+      # settings (config.model.dont_load).
+      "model": {"encoder": config.model.encoder,
+                "encoder_kwargs": config.model.encoder_kwargs.to_dict()},
       "pretrain": config.pretrain.to_dict(),
   }
   blob = json.dumps(spec, sort_keys=True, default=str).encode()
@@ -46,33 +48,8 @@ def cache_key(config: ml_collections.ConfigDict, task: data.TransferTask) -> str
 
 def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
   pcfg = config.pretrain
-  model = models.make_model(
-      config.model.encoder,
-      num_src_classes=task.num_src_classes,
-      encoder_kwargs=config.model.encoder_kwargs.to_dict(),
-      axis_name=par.axis_name,
-  )
-  tx = optim.momentum_sgd(
-      pcfg.lr,
-      boundaries=pcfg.lr_boundaries,
-      scales=pcfg.lr_scales,
-      momentum=pcfg.momentum,
-  )
-  rng_init, rng_state = jax.random.split(jax.random.key(pcfg.seed))
-  params, model_state = models.init_variables(model, rng_init, task.image_shape)
-  state = par.put_replicated(
-      train_state.create(
-          params=params, model_state=model_state, tx=tx, rng=rng_state
-      )
-  )
-  step = steps.make_supervised_step(
-      model=model,
-      tx=tx,
-      head="src",
-      weight_decay=pcfg.weight_decay,
-      decay_set=pcfg.decay_set,
-      parallelism=par,
-  )
+  parts = build.source_stage(config, build.Shapes.of(task), par=par)
+  state, step = parts.state, parts.train_step
   batches = data.train_iterator(
       task.src_train, batch_size=pcfg.batch_size, seed=pcfg.seed
   )
@@ -101,7 +78,7 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
   }
   if task.src_test is not None:
     result = steps.evaluate(
-        steps.make_eval_step(model=model, head="src", parallelism=par),
+        parts.eval_step,
         *par.put_replicated((state.params, state.model_state)),
         (par.put_batch(b) for b in data.eval_batches(
             task.src_test, batch_size=par.round_up(config.eval.batch_size))),
@@ -160,11 +137,8 @@ def pretrained(
 
 
 def _template(config, task):
-  model = models.make_model(
-      config.model.encoder,
-      num_src_classes=task.num_src_classes,
-      encoder_kwargs=config.model.encoder_kwargs.to_dict(),
-  )
+  model = build.make_model(config, heads=("src_head",),
+                           shapes=build.Shapes.of(task))
   params, model_state = jax.eval_shape(
       lambda: models.init_variables(model, jax.random.key(0), task.image_shape)
   )

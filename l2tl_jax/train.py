@@ -1,16 +1,10 @@
 """`train_and_evaluate(config, workdir)`: one run of one method, end to end.
 
-Methods (config.method):
-  scratch           target data only, random initialisation.
-  finetune          target data only, encoder from source pre-training, target
-                    head re-initialised.
-  joint_uniform     source + target jointly from the pre-trained encoder and
-                    source head, every source class weighted 1, fixed alpha.
-  datl              as joint_uniform with fixed class weights P_t(c) / P_s(c):
-                    P_t from the pre-trained source classifier's mean
-                    prediction on the target train images (Ngiam et al. 2018).
-  l2tl_fixed_alpha  L2TL learning the class weights only, fixed alpha.
-  l2tl              L2TL: class weights and alpha from the policy.
+Methods (config.method) are the entries of `l2tl_jax.methods.METHODS`:
+scratch, finetune, joint_uniform, datl (fixed class weights P_t(c) / P_s(c)
+from the pre-trained source classifier, Ngiam et al. 2018), l2tl_fixed_alpha
+and l2tl. Their objects are built by `l2tl_jax.build`; loaded weights enter
+through `l2tl_jax.loading`.
 
 Every method also records a validation-selected result: the target params
 with the best full-validation accuracy (evaluated every
@@ -38,19 +32,17 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from l2tl_jax import build
 from l2tl_jax import checkpointing
 from l2tl_jax import data
+from l2tl_jax import loading
+from l2tl_jax import methods
 from l2tl_jax import models
-from l2tl_jax import optim
 from l2tl_jax import parallel
 from l2tl_jax import policy as policy_lib
 from l2tl_jax import pretrain
 from l2tl_jax import steps
-from l2tl_jax import train_state
 
-METHODS = ("scratch", "finetune", "joint_uniform", "datl",
-           "l2tl_fixed_alpha", "l2tl")
-JOINT_METHODS = ("joint_uniform", "datl", "l2tl_fixed_alpha", "l2tl")
 # Config fields that may change between a run and its resumption.
 HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
                     "checkpoints_to_keep", "progress_bar", "write_plots",
@@ -156,48 +148,13 @@ def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
 
 
 def _validate(config: ml_collections.ConfigDict) -> None:
-  if config.method not in METHODS:
-    raise ValueError(
-        f"config.method must be one of {METHODS}, got {config.method!r}."
-    )
+  methods.get(config.method)
   for name in ("steps", "batch_size"):
     if config.train[name] < 1:
       raise ValueError(f"config.train.{name} must be >= 1.")
   for name in ("log_every_steps", "checkpoint_every_steps"):
     if config[name] < 1:
       raise ValueError(f"config.{name} must be >= 1.")
-
-
-def _decay_set(config) -> str:
-  if config.train.decay_set:
-    return config.train.decay_set
-  return "all" if config.method in JOINT_METHODS else "kernels"
-
-
-def _l2tl_options(config, fixed_class_weights=None) -> steps.L2TLOptions:
-  c = config.l2tl
-  learns_alpha = config.method == "l2tl"
-  return steps.L2TLOptions(
-      num_levels=c.num_levels,
-      num_alpha_levels=c.num_alpha_levels,
-      loss_weight_scale=c.loss_weight_scale,
-      fixed_class_weights=fixed_class_weights,
-      fixed_alpha=None if learns_alpha else float(c.fixed_alpha),
-      src_oversample=c.src_oversample,
-      src_normalization=c.src_normalization,
-      inner_steps=c.inner_steps,
-      inner_loop=c.inner_loop,
-      reward=c.reward,
-      baseline_momentum=c.baseline_momentum,
-      baseline_order=c.baseline_order,
-      class_reduction=c.class_reduction,
-      entropy_coef=c.entropy_coef,
-      weight_decay=config.train.weight_decay,
-      decay_set=_decay_set(config),
-      estimator=c.estimator,
-      num_samples=c.num_samples,
-      samples_loop=c.samples_loop,
-  )
 
 
 def datl_class_weights(
@@ -237,105 +194,67 @@ class _Run:
 
   def __init__(self, config, task, workdir, par):
     self.config, self.task, self.par = config, task, par
-    method = config.method
-    joint = method in JOINT_METHODS
-    self.joint = joint
+    method = methods.get(config.method)
+    self.joint = method.joint
     self.info: dict[str, Any] = {}
-    model = models.make_model(
-        config.model.encoder,
-        num_src_classes=task.num_src_classes if joint else 0,
-        num_tgt_classes=task.num_tgt_classes,
-        encoder_kwargs=config.model.encoder_kwargs.to_dict(),
-        axis_name=par.axis_name,
-    )
-    self.model = model
+    shapes = build.Shapes.of(task)
+    model = build.make_model(config, heads=method.heads, shapes=shapes,
+                             axis_name=par.axis_name)
     rng_init, rng_state = jax.random.split(jax.random.key(config.seed))
-    params, model_state = models.init_variables(model, rng_init, task.image_shape)
-
-    if method != "scratch":
-      cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
-      src_params, src_model_state, info = pretrain.pretrained(
-          config, task, cache, par
-      )
-      self.info["pretrain"] = info
-      # Encoder (and batch statistics) from pre-training; the source head too
-      # for the joint methods; the target head stays freshly initialised.
-      params = {**params, "encoder": src_params["encoder"]}
-      if joint:
-        params["src_head"] = src_params["src_head"]
-      model_state = src_model_state
-
-    t = config.train
-    tx = optim.momentum_sgd(
-        t.lr, boundaries=t.lr_boundaries, scales=t.lr_scales, momentum=t.momentum
-    )
-    policy_tx = policy_params = None
-    fixed_weights = None
-    if method == "joint_uniform":
-      fixed_weights = (1.0,) * task.num_src_classes
-    elif method == "datl":
-      weights = datl_class_weights(
+    params, model_state = models.init_variables(model, rng_init,
+                                                task.image_shape)
+    if method.init == "pretrained":
+      params, model_state = self._load(config, task, workdir, par, method,
+                                       params, model_state)
+    datl_weights = None
+    if method.class_weights == "datl":
+      datl_weights = datl_class_weights(
           model, params, model_state, task, batch_size=config.eval.batch_size
       )  # On one device: a single pass over the few target train images.
-      fixed_weights = tuple(float(w) for w in weights)
+    class_weights = build.fixed_class_weights(method, shapes, datl_weights)
+    if datl_weights is not None:
       self.info["datl_class_weights"] = dict(
-          zip(task.src_class_names, fixed_weights)
-      )
-    elif method in ("l2tl", "l2tl_fixed_alpha"):
-      c = config.l2tl
-      policy_tx = optim.adam(
-          c.policy_lr,
-          boundaries=c.policy_lr_boundaries,
-          scales=c.policy_lr_scales,
-      )
-      policy_params = policy_lib.init_policy_params(
-          num_src_classes=task.num_src_classes,
-          num_levels=c.num_levels,
-          num_alpha_levels=c.num_alpha_levels,
-      )
+          zip(task.src_class_names, class_weights))
+    if method.joint and task.tgt_val is None:
+      raise ValueError(
+          f"Method {method.name!r} needs a target validation split; set "
+          "config.data.target_val_split.")
+    parts = build.target_stage(
+        config, method=method, model=model, params=params,
+        model_state=model_state, rng=rng_state, par=par,
+        class_weights=class_weights)
+    self.model, self.options = model, parts.options
+    self.state, self.train_step = parts.state, parts.train_step
+    self.eval_step = parts.eval_step
+    self.batches = self._batches(config, task, method)
 
-    state = train_state.create(
-        params=params,
-        model_state=model_state,
-        tx=tx,
-        rng=rng_state,
-        policy_params=policy_params,
-        policy_tx=policy_tx,
-    )
-    self.state = par.put_replicated(state)
+  def _load(self, config, task, workdir, par, method, params, model_state):
+    """Merges the source pre-training (cached) into fresh params."""
+    cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
+    src_params, src_model_state, info = pretrain.pretrained(
+        config, task, cache, par)
+    self.info["pretrain"] = info
+    return loading.merge_variables(
+        params, model_state, src_params, src_model_state,
+        parts=method.loaded_parts, dont_load=tuple(config.model.dont_load),
+        source=f"source pre-training {info['path']}")
 
-    seed = config.seed
-    if joint:
-      self.options = _l2tl_options(config, fixed_weights)
-      n, b = self.options.inner_steps, t.batch_size
-      self.train_step = steps.make_l2tl_step(
-          model=model, tx=tx, policy_tx=policy_tx, options=self.options,
-          parallelism=par,
-      )
-      if task.tgt_val is None:
-        raise ValueError(
-            f"Method {method!r} needs a target validation split; set "
-            "config.data.target_val_split."
-        )
-      # Batches run across epoch boundaries, as the reference's
-      # shuffle().repeat().batch().
-      stream = lambda split, size, **kw: data.train_iterator(
-          split, batch_size=size, seed=seed, drop_remainder=False, **kw)
-      self.batches = data.joint_iterator({
-          "src": stream(task.src_train, n * self.options.src_oversample * b),
-          "tgt": stream(task.tgt_train, n * b, augment=config.data.augment),
-          "val": stream(task.tgt_val, config.l2tl.val_batch_size),
-      })
-    else:
-      self.options = None
-      self.train_step = steps.make_supervised_step(
-          model=model, tx=tx, head="tgt", weight_decay=t.weight_decay,
-          decay_set=_decay_set(config), parallelism=par,
-      )
-      self.batches = data.train_iterator(
-          task.tgt_train, batch_size=t.batch_size, seed=seed,
+  def _batches(self, config, task, method):
+    seed, b = config.seed, config.train.batch_size
+    if not method.joint:
+      return data.train_iterator(
+          task.tgt_train, batch_size=b, seed=seed,
           augment=config.data.augment, drop_remainder=False)
-    self.eval_step = steps.make_eval_step(model=model, parallelism=par)
+    n = self.options.inner_steps
+    # Batches run across epoch boundaries, as the reference's
+    # shuffle().repeat().batch().
+    stream = lambda split, size, **kw: data.train_iterator(
+        split, batch_size=size, seed=seed, drop_remainder=False, **kw)
+    return data.joint_iterator({
+        "src": stream(task.src_train, n * self.options.src_oversample * b),
+        "tgt": stream(task.tgt_train, n * b, augment=config.data.augment),
+        "val": stream(task.tgt_val, config.l2tl.val_batch_size),
+    })
 
   def evaluate(self, variables, split) -> dict[str, float]:
     """Accuracy and loss over `split` of host (params, model_state)."""
@@ -459,114 +378,11 @@ def train_and_evaluate(
   par = parallel.Parallelism(config.parallelism)
   task = data.build_task(config.data)
   run = _Run(config, task, workdir, par)
-  total = config.train.steps
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, "checkpoints"),
-      max_to_keep=config.checkpoints_to_keep,
-  )
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-
-  host = {"best": {"step": 0, "val_accuracy": -1.0}, "train_time_s": 0.0}
-  best_template = jax.device_get(
-      (run.host_state().params, run.host_state().model_state))
-  best = best_template
-  start = 0
-  latest = ckpt.latest_step()
-  if latest is not None:
-    state, best, host = ckpt.restore(
-        latest, state=run.host_state(), best=best_template
-    )
-    run.state = par.put_replicated(state)
-    run.batches.set_state(host["batches"])
-    start = int(state.step)
-    logging.info("Resumed from step %d (%s)", start, ckpt.directory)
-  _truncate_jsonl(metrics_path, start)
-
-  def save(step):
-    host["batches"] = run.batches.get_state()
-    # The metrics of a partly filled log window, so a resumed run logs the
-    # same window means as an uninterrupted one.
-    host["pending"] = _to_host(pending)
-    ckpt.save(step, state=run.host_state(), best=best, host=host)
-
-  from tensorboardX import SummaryWriter  # Heavy import, only for runs.
-
-  writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=start)
-  stop = _StopRequest()
-  pending: list[dict] = list(host.get("pending", []))
-  window_start = time.perf_counter()
-  window_first = start + 1 - len(pending)
-  bar = tqdm.tqdm(total=total, initial=start, unit="step",
-                  disable=not config.progress_bar, dynamic_ncols=True,
-                  desc=config.method)
-  run_start = time.perf_counter()
-  step = start
-  try:
-    with _signals_caught(stop), open(metrics_path, "a") as log:
-      while step < total:
-        if stop.signum is not None:
-          save(step)
-          logging.warning("Signal %d: saved step %d, stopping.", stop.signum, step)
-          return {"status": "interrupted", "signal": stop.signum,
-                  "step": step, "checkpoint": ckpt.directory}
-        batch = next(run.batches)
-        if step == start and run.joint:
-          steps.check_l2tl_batch(batch, run.options)
-        run.state, metrics = run.train_step(run.state, par.put_batch(batch))
-        pending.append(metrics)
-        step += 1
-        bar.update(1)
-
-        if step % config.log_every_steps == 0 or step == total:
-          window = _to_host(pending)
-          bad = _first_nonfinite(window, window_first)
-          if bad is not None:
-            last = ckpt.latest_step()
-            where = (f"step {last} in {ckpt.directory}" if last is not None
-                     else "none (no checkpoint was saved yet)")
-            raise NonFiniteError(
-                f"Non-finite loss or gradient at step {bad} of "
-                f"{config.method}; the update was not applied and the run "
-                f"stopped. Last good checkpoint: {where}. Lower the learning "
-                "rate or check the data, then rerun."
-            )
-          elapsed = time.perf_counter() - window_start
-          record = {"step": step, **_mean_metrics(window),
-                    "steps_per_s": len(pending) / max(elapsed, 1e-9),
-                    **run.expected_weights(run.host_state())}
-          log.write(json.dumps(record) + "\n")
-          log.flush()
-          for k, v in record.items():
-            if isinstance(v, float) and k != "step":
-              writer.add_scalar(k, v, step)
-          bar.set_postfix({k.split("/")[-1]: f"{record[k]:.3f}" for k in
-                           ("train/tgt_loss", "policy/reward") if k in record})
-          pending = []
-          window_start, window_first = time.perf_counter(), step + 1
-
-        if config.eval.every_steps and run.task.tgt_val is not None and (
-            step % config.eval.every_steps == 0 or step == total):
-          s = run.host_state()
-          val = run.evaluate((s.params, s.model_state), run.task.tgt_val)
-          log.write(json.dumps({"step": step, "eval/val_accuracy":
-                                val["accuracy"], "eval/val_loss": val["loss"]})
-                    + "\n")
-          log.flush()
-          writer.add_scalar("eval/val_accuracy", val["accuracy"], step)
-          if val["accuracy"] > host["best"]["val_accuracy"]:
-            host["best"] = {"step": step, "val_accuracy": val["accuracy"]}
-            best = (s.params, s.model_state)
-
-        if step % config.checkpoint_every_steps == 0 or step == total:
-          host["train_time_s"] += time.perf_counter() - run_start
-          run_start = time.perf_counter()
-          save(step)
-  finally:
-    bar.close()
-    writer.close()
-    ckpt.close()
-
-  results = _final_results(run, best, host, workdir)
+  loop = _HostLoop(run, workdir)
+  interrupted = loop.train()
+  if interrupted is not None:
+    return interrupted
+  results = _final_results(run, loop.best, loop.host, workdir)
   checkpointing.write_json_atomic(results_path, results)
   if config.write_plots:
     from l2tl_jax import plots  # matplotlib only when plotting.
@@ -574,6 +390,141 @@ def train_and_evaluate(
     plots.plot_run(workdir)
   run.batches.close()
   return results
+
+
+class _HostLoop:
+  """The host side of a run: resume, steps, log windows, evaluation, saves.
+
+  It holds no math: the compiled step does all of it. Metrics stay on the
+  device until a log window ends (`pending`); a checkpoint also keeps the
+  pending metrics of a partly filled window, so a resumed run logs the same
+  window means as an uninterrupted one.
+  """
+
+  def __init__(self, run: _Run, workdir: str):
+    self.run, self.config = run, run.config
+    self.workdir = workdir
+    self.ckpt = checkpointing.Checkpointer(
+        os.path.join(workdir, "checkpoints"),
+        max_to_keep=self.config.checkpoints_to_keep)
+    self.metrics_path = os.path.join(workdir, "metrics.jsonl")
+    self.host = {"best": {"step": 0, "val_accuracy": -1.0},
+                 "train_time_s": 0.0}
+    state = run.host_state()
+    self.best = jax.device_get((state.params, state.model_state))
+    self.start = self._restore(state)
+    _truncate_jsonl(self.metrics_path, self.start)
+    self.pending: list[dict] = list(self.host.get("pending", []))
+    self.window_start = time.perf_counter()
+    self.window_first = self.start + 1 - len(self.pending)
+
+  def _restore(self, template) -> int:
+    """Restores the latest checkpoint, if any; returns its step."""
+    latest = self.ckpt.latest_step()
+    if latest is None:
+      return 0
+    state, self.best, self.host = self.ckpt.restore(
+        latest, state=template, best=self.best)
+    self.run.state = self.run.par.put_replicated(state)
+    self.run.batches.set_state(self.host["batches"])
+    logging.info("Resumed from step %d (%s)", int(state.step),
+                 self.ckpt.directory)
+    return int(state.step)
+
+  def save(self, step: int) -> None:
+    self.host["batches"] = self.run.batches.get_state()
+    self.host["pending"] = _to_host(self.pending)
+    self.ckpt.save(step, state=self.run.host_state(), best=self.best,
+                   host=self.host)
+
+  def train(self) -> dict[str, Any] | None:
+    """Steps to config.train.steps; the interrupted result on a signal."""
+    from tensorboardX import SummaryWriter  # Heavy import, only for runs.
+
+    config, run = self.config, self.run
+    total = config.train.steps
+    self.writer = SummaryWriter(os.path.join(self.workdir, "tensorboard"),
+                                purge_step=self.start)
+    self.bar = tqdm.tqdm(total=total, initial=self.start, unit="step",
+                         disable=not config.progress_bar, dynamic_ncols=True,
+                         desc=config.method)
+    stop = _StopRequest()
+    run_start = time.perf_counter()
+    step = self.start
+    try:
+      with _signals_caught(stop), open(self.metrics_path, "a") as self.log:
+        while step < total:
+          if stop.signum is not None:
+            self.save(step)
+            logging.warning("Signal %d: saved step %d, stopping.",
+                            stop.signum, step)
+            return {"status": "interrupted", "signal": stop.signum,
+                    "step": step, "checkpoint": self.ckpt.directory}
+          batch = next(run.batches)
+          if step == self.start and run.joint:
+            steps.check_l2tl_batch(batch, run.options)
+          run.state, metrics = run.train_step(run.state,
+                                              run.par.put_batch(batch))
+          self.pending.append(metrics)
+          step += 1
+          self.bar.update(1)
+          last = step == total
+          if step % config.log_every_steps == 0 or last:
+            self.log_window(step)
+          if config.eval.every_steps and run.task.tgt_val is not None and (
+              step % config.eval.every_steps == 0 or last):
+            self.evaluate(step)
+          if step % config.checkpoint_every_steps == 0 or last:
+            self.host["train_time_s"] += time.perf_counter() - run_start
+            run_start = time.perf_counter()
+            self.save(step)
+    finally:
+      self.bar.close()
+      self.writer.close()
+      self.ckpt.close()
+    return None
+
+  def _write(self, record: dict[str, Any]) -> None:
+    self.log.write(json.dumps(record) + "\n")
+    self.log.flush()
+
+  def log_window(self, step: int) -> None:
+    """Writes the window's mean metrics; raises on a non-finite step."""
+    window = _to_host(self.pending)
+    bad = _first_nonfinite(window, self.window_first)
+    if bad is not None:
+      last = self.ckpt.latest_step()
+      where = (f"step {last} in {self.ckpt.directory}" if last is not None
+               else "none (no checkpoint was saved yet)")
+      raise NonFiniteError(
+          f"Non-finite loss or gradient at step {bad} of "
+          f"{self.config.method}; the update was not applied and the run "
+          f"stopped. Last good checkpoint: {where}. Lower the learning "
+          "rate or check the data, then rerun."
+      )
+    elapsed = time.perf_counter() - self.window_start
+    record = {"step": step, **_mean_metrics(window),
+              "steps_per_s": len(self.pending) / max(elapsed, 1e-9),
+              **self.run.expected_weights(self.run.host_state())}
+    self._write(record)
+    for k, v in record.items():
+      if isinstance(v, float) and k != "step":
+        self.writer.add_scalar(k, v, step)
+    self.bar.set_postfix({k.split("/")[-1]: f"{record[k]:.3f}" for k in
+                          ("train/tgt_loss", "policy/reward") if k in record})
+    self.pending = []
+    self.window_start, self.window_first = time.perf_counter(), step + 1
+
+  def evaluate(self, step: int) -> None:
+    """Full-validation accuracy; keeps the best params for selection."""
+    s = self.run.host_state()
+    val = self.run.evaluate((s.params, s.model_state), self.run.task.tgt_val)
+    self._write({"step": step, "eval/val_accuracy": val["accuracy"],
+                 "eval/val_loss": val["loss"]})
+    self.writer.add_scalar("eval/val_accuracy", val["accuracy"], step)
+    if val["accuracy"] > self.host["best"]["val_accuracy"]:
+      self.host["best"] = {"step": step, "val_accuracy": val["accuracy"]}
+      self.best = (s.params, s.model_state)
 
 
 def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:

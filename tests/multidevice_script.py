@@ -9,15 +9,14 @@ import sys
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from l2tl_jax import build
 from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
-from l2tl_jax import train_state
 
 IMAGE = (8, 8, 1)
 
@@ -37,18 +36,15 @@ def run_l2tl(par, **options):
   model = models.make_model("lenet", num_src_classes=6, num_tgt_classes=3,
                             encoder_kwargs={"hidden": 32, "features": 16,
                                             "conv_features": 4})
-  tx, policy_tx = optim.momentum_sgd(0.05), optim.adam(0.1)
   params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
-  state = train_state.create(
-      params=params, model_state=model_state, tx=tx, rng=jax.random.key(1),
-      policy_params=policy.init_policy_params(
-          num_src_classes=6, num_levels=10, num_alpha_levels=10),
-      policy_tx=policy_tx)
   opts = steps.L2TLOptions(num_levels=10, num_alpha_levels=10,
                            loss_weight_scale=10.0, **options)
-  step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
-                              options=opts, parallelism=par)
-  state = par.put_replicated(state)
+  state, step = build.joint_parts(
+      model=model, tx=optim.momentum_sgd(0.05), options=opts, params=params,
+      model_state=model_state, rng=jax.random.key(1), par=par,
+      policy_tx=optim.adam(0.1),
+      policy_params=policy.init_policy_params(
+          num_src_classes=6, num_levels=10, num_alpha_levels=10))
   history = []
   for batch in batches(4):
     state, metrics = step(state, par.put_batch(batch))
@@ -61,12 +57,11 @@ def run_finetune_and_eval(par):
                             encoder_kwargs={"widths": (4, 8),
                                             "blocks_per_stage": 1,
                                             "bn_axis_name": par.axis_name})
-  tx = optim.momentum_sgd(0.05)
   params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
-  state = par.put_replicated(train_state.create(
-      params=params, model_state=model_state, tx=tx, rng=jax.random.key(1)))
-  step = steps.make_supervised_step(model=model, tx=tx, head="tgt",
-                                    parallelism=par)
+  state, step = build.supervised_parts(
+      model=model, tx=optim.momentum_sgd(0.05), head="tgt",
+      weight_decay=5e-4, decay_set="kernels", params=params,
+      model_state=model_state, rng=jax.random.key(1), par=par)
   for batch in batches(3, seed=5):
     state, _ = step(state, par.put_batch(batch["tgt"]))
   eval_step = steps.make_eval_step(model=model, parallelism=par)

@@ -10,14 +10,19 @@ joint training, which beats harmful-only: the policy has something to find.
 """
 
 from absl.testing import absltest
+import pytest
 import jax
 import numpy as np
 
+from l2tl_jax import build
 from l2tl_jax import models
 from l2tl_jax import optim
+from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
-from l2tl_jax import train_state
+
+# Trains 600 steps per seed and setting.
+pytestmark = pytest.mark.slow
 
 DIM, NUM_TGT, NUM_SRC = 16, 2, 4
 SIGMA, NUISANCE = 3.0, 4.0
@@ -73,11 +78,11 @@ def train(seed, *, learn_policy, estimator="reinforce"):
   else:
     policy_tx = policy_params = None
     options = steps.L2TLOptions(fixed_class_weights=(1.0,) * NUM_SRC, **common)
-  state = train_state.create(
-      params=params, model_state=model_state, tx=tx, rng=jax.random.key(seed),
-      policy_params=policy_params, policy_tx=policy_tx)
-  step = steps.make_l2tl_step(
-      model=model, tx=tx, policy_tx=policy_tx, options=options)
+  state, step = build.joint_parts(
+      model=model, tx=tx, options=options, params=params,
+      model_state=model_state, rng=jax.random.key(seed),
+      par=parallel.Parallelism(), policy_tx=policy_tx,
+      policy_params=policy_params)
   rs = np.random.RandomState(100 + seed)
   for _ in range(STEPS):
     state, _ = step(state, {"src": source_batch(16, rs), "tgt": TGT_TRAIN,

@@ -6,6 +6,10 @@ import sys
 import tempfile
 
 from absl.testing import absltest
+import pytest
+
+# Starts a subprocess with 8 fake devices that trains end to end.
+pytestmark = pytest.mark.slow
 
 
 class MultiDeviceTest(absltest.TestCase):

@@ -9,9 +9,14 @@ import time
 
 from absl.testing import absltest
 import numpy as np
+import pytest
 
 from experiments.configs import tiny
+from l2tl_jax import methods
 from l2tl_jax import train
+
+# Every test here trains end to end (ResumeTest also in subprocesses).
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _TMP = None
@@ -52,7 +57,7 @@ def _without_timing(records):
 class MethodsTest(absltest.TestCase):
 
   def test_every_method_runs_and_shares_one_pretraining(self):
-    for method in train.METHODS:
+    for method in methods.METHODS:
       workdir = os.path.join(_tmp(), "methods", method)
       results = train.train_and_evaluate(_config(method), workdir)
       self.assertEqual(results["status"], "completed")

@@ -13,13 +13,12 @@ from ml_collections import config_dict
 
 from l2tl_jax import data
 
-METHODS = ("scratch", "finetune", "joint_uniform", "datl", "l2tl_fixed_alpha",
-           "l2tl")
 
 
 def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
-  # One of METHODS.
+  # One of l2tl_jax.methods.METHODS: scratch, finetune, joint_uniform, datl,
+  # l2tl_fixed_alpha, l2tl.
   config.method = "l2tl"
   # Seed of the target-stage initialisation, data order and policy samples.
   config.seed = 0
@@ -31,6 +30,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.encoder = "lenet"
   # Keyword arguments of the encoder.
   config.model.encoder_kwargs = ml_collections.ConfigDict()
+  # Regular expressions of parameter paths (e.g. 'encoder/Dense_1/.*') kept
+  # freshly initialised instead of loaded, on top of what the method
+  # re-initialises (the target head; the source head for target-only
+  # methods). See l2tl_jax.loading.
+  config.model.dont_load = ()
 
   config.pretrain = ml_collections.ConfigDict()
   # Source pre-training steps (reference: 2000).

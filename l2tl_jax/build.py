@@ -1,0 +1,243 @@
+"""One construction path from a config to the objects a run steps.
+
+Training (`train`), source pre-training (`pretrain`), the benchmarks, the
+policy study and the tests build models, optimisers, train states and
+compiled steps here and nowhere else:
+
+  make_model / model_tx / policy_tx       config -> modules and optimisers
+  l2tl_options                            config + method -> L2TLOptions
+  joint_parts / supervised_parts          objects -> (state, compiled step)
+  target_stage / source_stage             config -> `Parts` of a run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import ml_collections
+import optax
+
+from l2tl_jax import methods as methods_lib
+from l2tl_jax import models
+from l2tl_jax import optim
+from l2tl_jax import parallel
+from l2tl_jax import policy as policy_lib
+from l2tl_jax import steps
+from l2tl_jax import train_state
+
+
+@dataclasses.dataclass(frozen=True)
+class Shapes:
+  """What model construction needs to know about a task."""
+
+  image_shape: tuple[int, ...]
+  num_src_classes: int
+  num_tgt_classes: int
+
+  @classmethod
+  def of(cls, task: Any) -> "Shapes":
+    """Of a `data.TransferTask` (or anything with the same attributes)."""
+    return cls(tuple(task.image_shape), int(task.num_src_classes),
+               int(task.num_tgt_classes))
+
+
+class Parts(NamedTuple):
+  """What a run steps: model, optimisers, options, state, compiled steps."""
+
+  model: models.TransferModel
+  tx: optax.GradientTransformation
+  policy_tx: optax.GradientTransformation | None
+  options: steps.L2TLOptions | None
+  state: train_state.TrainState
+  train_step: steps.StepFn
+  eval_step: Any
+
+
+def make_model(config: ml_collections.ConfigDict, *, heads: tuple[str, ...],
+               shapes: Shapes, axis_name: str | None = None
+               ) -> models.TransferModel:
+  """The config's encoder with the given heads ('src_head', 'tgt_head')."""
+  return models.make_model(
+      config.model.encoder,
+      num_src_classes=shapes.num_src_classes if "src_head" in heads else 0,
+      num_tgt_classes=shapes.num_tgt_classes if "tgt_head" in heads else 0,
+      encoder_kwargs=config.model.encoder_kwargs.to_dict(),
+      axis_name=axis_name,
+  )
+
+
+def model_tx(stage: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """Nesterov SGD of config.train or config.pretrain."""
+  return optim.momentum_sgd(stage.lr, boundaries=stage.lr_boundaries,
+                            scales=stage.lr_scales, momentum=stage.momentum)
+
+
+def policy_tx(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+  """The policy's Adam with its piecewise rate (config.l2tl)."""
+  c = config.l2tl
+  return optim.adam(c.policy_lr, boundaries=c.policy_lr_boundaries,
+                    scales=c.policy_lr_scales)
+
+
+def decay_set(config: ml_collections.ConfigDict,
+              method: methods_lib.Method) -> str:
+  """config.train.decay_set, or the method's reference default."""
+  return config.train.decay_set or method.default_decay_set
+
+
+def l2tl_options(
+    config: ml_collections.ConfigDict,
+    method: methods_lib.Method,
+    fixed_class_weights: tuple[float, ...] | None = None,
+) -> steps.L2TLOptions:
+  """The L2TL step's options of a joint method (config resolved)."""
+  return steps.L2TLOptions.from_config(
+      config.l2tl,
+      fixed_class_weights=fixed_class_weights,
+      fixed_alpha=None if method.learns_alpha else float(
+          config.l2tl.fixed_alpha),
+      weight_decay=config.train.weight_decay,
+      decay_set=decay_set(config, method),
+  )
+
+
+def joint_parts(
+    *,
+    model: models.TransferModel,
+    tx: optax.GradientTransformation,
+    options: steps.L2TLOptions,
+    params: Any,
+    model_state: Any,
+    rng: jax.Array,
+    par: parallel.Parallelism,
+    policy_tx: optax.GradientTransformation | None = None,
+    policy_params: Any = None,
+) -> tuple[train_state.TrainState, steps.StepFn]:
+  """Placed train state and compiled L2TL step.
+
+  Args:
+    model: transfer model with both heads.
+    tx: model optimiser.
+    options: the step's options.
+    params: initial model params.
+    model_state: initial non-param collections.
+    rng: typed key of the state (steps fold in the step number).
+    par: compilation and placement.
+    policy_tx: policy optimiser, when `options` learn something.
+    policy_params: initial policy params, with `policy_tx`.
+
+  Returns:
+    (state placed by `par`, compiled step).
+  """
+  state = train_state.create(
+      params=params, model_state=model_state, tx=tx, rng=rng,
+      policy_params=policy_params, policy_tx=policy_tx,
+      estimator_state=steps.init_estimator_state(options))
+  step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
+                              options=options, parallelism=par)
+  return par.put_replicated(state), step
+
+
+def supervised_parts(
+    *,
+    model: models.TransferModel,
+    tx: optax.GradientTransformation,
+    head: str,
+    weight_decay: float,
+    decay_set: str,  # pylint: disable=redefined-outer-name
+    params: Any,
+    model_state: Any,
+    rng: jax.Array,
+    par: parallel.Parallelism,
+) -> tuple[train_state.TrainState, steps.StepFn]:
+  """Placed train state and compiled supervised step of one head."""
+  state = train_state.create(params=params, model_state=model_state, tx=tx,
+                             rng=rng)
+  step = steps.make_supervised_step(
+      model=model, tx=tx, head=head, weight_decay=weight_decay,
+      decay_set=decay_set, parallelism=par)
+  return par.put_replicated(state), step
+
+
+def fixed_class_weights(method: methods_lib.Method, shapes: Shapes,
+                        datl_weights: Any = None) -> tuple[float, ...] | None:
+  """The fixed class weights of `method` (None when learned or unused).
+
+  Raises:
+    ValueError: 'datl' without its estimated weights.
+  """
+  if method.class_weights == "uniform":
+    return (1.0,) * shapes.num_src_classes
+  if method.class_weights == "datl":
+    if datl_weights is None:
+      raise ValueError("DATL needs its estimated class weights.")
+    return tuple(float(w) for w in datl_weights)
+  return None
+
+
+def target_stage(
+    config: ml_collections.ConfigDict,
+    *,
+    method: methods_lib.Method,
+    model: models.TransferModel,
+    params: Any,
+    model_state: Any,
+    rng: jax.Array,
+    par: parallel.Parallelism,
+    class_weights: tuple[float, ...] | None = None,
+) -> Parts:
+  """The target stage of `method`: L2TL step for joint methods, else the
+  supervised step of the target head.
+
+  Args:
+    config: the resolved run config.
+    method: the method.
+    model: built by `make_model` with `method.heads`.
+    params: initial params (loaded parts merged in).
+    model_state: initial non-param collections.
+    rng: typed key of the train state.
+    par: compilation and placement.
+    class_weights: the fixed class weights of a joint method that does not
+      learn them (`fixed_class_weights`).
+  """
+  tx = model_tx(config.train)
+  eval_step = steps.make_eval_step(model=model, parallelism=par)
+  if not method.joint:
+    state, step = supervised_parts(
+        model=model, tx=tx, head="tgt", weight_decay=config.train.weight_decay,
+        decay_set=decay_set(config, method), params=params,
+        model_state=model_state, rng=rng, par=par)
+    return Parts(model, tx, None, None, state, step, eval_step)
+  options = l2tl_options(config, method, class_weights)
+  p_tx = p_params = None
+  if method.has_policy:
+    p_tx = policy_tx(config)
+    p_params = policy_lib.init_policy_params(
+        num_src_classes=model.num_src_classes,
+        num_levels=config.l2tl.num_levels,
+        num_alpha_levels=config.l2tl.num_alpha_levels)
+  state, step = joint_parts(
+      model=model, tx=tx, options=options, params=params,
+      model_state=model_state, rng=rng, par=par, policy_tx=p_tx,
+      policy_params=p_params)
+  return Parts(model, tx, p_tx, options, state, step, eval_step)
+
+
+def source_stage(config: ml_collections.ConfigDict, shapes: Shapes, *,
+                 par: parallel.Parallelism) -> Parts:
+  """Source pre-training from scratch (config.pretrain): the source head."""
+  pcfg = config.pretrain
+  model = make_model(config, heads=("src_head",), shapes=shapes,
+                     axis_name=par.axis_name)
+  tx = model_tx(pcfg)
+  rng_init, rng_state = jax.random.split(jax.random.key(pcfg.seed))
+  params, model_state = models.init_variables(model, rng_init,
+                                              shapes.image_shape)
+  state, step = supervised_parts(
+      model=model, tx=tx, head="src", weight_decay=pcfg.weight_decay,
+      decay_set=pcfg.decay_set, params=params, model_state=model_state,
+      rng=rng_state, par=par)
+  eval_step = steps.make_eval_step(model=model, head="src", parallelism=par)
+  return Parts(model, tx, None, None, state, step, eval_step)
