@@ -29,11 +29,12 @@ import jax
 import numpy as np
 
 from experiments import timing
+from l2tl_jax import build
 from l2tl_jax import models
 from l2tl_jax import optim
+from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
-from l2tl_jax import train_state
 
 _STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements; the best is kept.")
@@ -52,55 +53,52 @@ def _batch(rs, n, classes):
   }
 
 
-def _l2tl_setup(**options):
+def _parts(*, joint: bool, **options):
+  """(make, state, batch): a step factory, its state and a device batch."""
   model = models.make_model(
-      _ENCODER.value, num_src_classes=NUM_SRC, num_tgt_classes=NUM_TGT
-  )
-  tx, policy_tx = optim.momentum_sgd(0.005), optim.adam(0.01)
+      _ENCODER.value, num_src_classes=NUM_SRC if joint else 0,
+      num_tgt_classes=NUM_TGT)
   params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
-  state = train_state.create(
-      params=params,
-      model_state=model_state,
-      tx=tx,
-      rng=jax.random.key(0),
-      policy_params=policy.init_policy_params(
-          num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100
-      ),
-      policy_tx=policy_tx,
-  )
-  opts = steps.L2TLOptions(**options)
-  make = lambda: steps.make_l2tl_step(
-      model=model, tx=tx, policy_tx=policy_tx, options=opts)
+  common = dict(model=model, tx=optim.momentum_sgd(0.005), params=params,
+                model_state=model_state, rng=jax.random.key(0),
+                par=parallel.Parallelism())
   rs = np.random.RandomState(0)
+  if not joint:
+    make = lambda: build.supervised_parts(
+        head="tgt", weight_decay=5e-4, decay_set="kernels", **common)
+    batch = _batch(rs, TGT_BATCH, NUM_TGT)
+    return make, make()[0], jax.device_put(batch)
+  opts = steps.L2TLOptions(**options)
+  make = lambda: build.joint_parts(
+      options=opts, policy_tx=optim.adam(0.01),
+      policy_params=policy.init_policy_params(
+          num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100),
+      **common)
   n = opts.inner_steps
   batch = {
       "src": _batch(rs, n * SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
       "tgt": _batch(rs, n * TGT_BATCH, NUM_TGT),
       "val": _batch(rs, VAL_BATCH, NUM_TGT),
   }
-  return make, state, jax.device_put(batch)
+  return make, make()[0], jax.device_put(batch)
+
+
+def _l2tl_setup(**options):
+  return _parts(joint=True, **options)
 
 
 def _finetune_setup():
-  model = models.make_model(_ENCODER.value, num_tgt_classes=NUM_TGT)
-  tx = optim.momentum_sgd(0.005)
-  params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
-  state = train_state.create(
-      params=params, model_state=model_state, tx=tx, rng=jax.random.key(0)
-  )
-  make = lambda: steps.make_supervised_step(model=model, tx=tx, head="tgt")
-  batch = _batch(np.random.RandomState(0), TGT_BATCH, NUM_TGT)
-  return make, state, jax.device_put(batch)
+  return _parts(joint=False)
 
 
 def _steps_per_second(make, state, batch) -> float:
-  return timing.steps_per_second(make(), state, batch,
+  return timing.steps_per_second(make()[1], state, batch,
                                  num_steps=_STEPS.value,
                                  repeats=_REPEATS.value)
 
 
 def _flops(make, state, batch) -> float:
-  analysis = make().lower(state, batch).compile().cost_analysis()
+  analysis = make()[1].lower(state, batch).compile().cost_analysis()
   if isinstance(analysis, (list, tuple)):
     analysis = analysis[0]
   return float((analysis or {}).get("flops", float("nan")))

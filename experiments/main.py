@@ -12,10 +12,9 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
-from l2tl_jax import data
+from experiments import cli
 from l2tl_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -28,12 +27,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  try:
-    results = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (data.DataError, train.ConfigMismatchError, train.NonFiniteError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+  results = cli.run_or_exit(train.train_and_evaluate, _CONFIG.value,
+                            _WORKDIR.value)
   if results.get("status") == "interrupted":
     print(f"Interrupted by signal {results['signal']} at step {results['step']};"
           f" checkpoint saved in {results['checkpoint']}. Rerun the same "

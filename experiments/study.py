@@ -27,7 +27,6 @@ import dataclasses
 import itertools
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 from absl import app
@@ -37,16 +36,18 @@ import ml_collections
 import numpy as np
 from scipy import stats
 
-from experiments import compare
+from experiments import cli
+from experiments import compare  # pylint: disable=unused-import  (its flags)
+from experiments import report
+from experiments import runner
 from experiments import timing
+from l2tl_jax import build
 from l2tl_jax import checkpointing
+from l2tl_jax import methods
 from l2tl_jax import models
-from l2tl_jax import optim
+from l2tl_jax import parallel
 from l2tl_jax import plots
-from l2tl_jax import policy as policy_lib
-from l2tl_jax import steps
 from l2tl_jax import train
-from l2tl_jax import train_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,7 +139,7 @@ def variant_config(
     pretrain_dir: str,
 ) -> ml_collections.ConfigDict:
   """The run config of `variant` and `seed` on top of `config`."""
-  out = compare.run_config(config, method=variant.method, seed=seed,
+  out = runner.run_config(config, method=variant.method, seed=seed,
                            pretrain_dir=pretrain_dir)
   for key, value in variant.overrides.items():
     parent, _, name = key.rpartition(".")
@@ -197,51 +198,39 @@ def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
   Returns:
     Steps (L2TL: outer steps) per second on the default device.
   """
-  image_shape = tuple(task["image_shape"])
-  num_src = len(task["src_class_names"])
-  num_tgt = len(task["tgt_class_names"])
-  joint = config.method in train.JOINT_METHODS
+  method = methods.get(config.method)
+  shapes = build.Shapes(tuple(task["image_shape"]),
+                        len(task["src_class_names"]),
+                        len(task["tgt_class_names"]))
+  model = build.make_model(config, heads=method.heads, shapes=shapes)
+  params, model_state = models.init_variables(model, jax.random.key(0),
+                                              shapes.image_shape)
+  # DATL's weights come from the pre-trained classifier; any fixed weights
+  # cost the same step.
+  datl = np.ones(shapes.num_src_classes)
+  parts = build.target_stage(
+      config, method=method, model=model, params=params,
+      model_state=model_state, rng=jax.random.key(0),
+      par=parallel.Parallelism(),
+      class_weights=build.fixed_class_weights(method, shapes, datl))
   rs = np.random.RandomState(0)
 
   def batch(n, classes):
-    return {"image": rs.rand(n, *image_shape).astype(np.float32),
+    return {"image": rs.rand(n, *shapes.image_shape).astype(np.float32),
             "label": rs.randint(0, classes, n).astype(np.int32)}
 
-  model = models.make_model(
-      config.model.encoder, num_src_classes=num_src if joint else 0,
-      num_tgt_classes=num_tgt,
-      encoder_kwargs=config.model.encoder_kwargs.to_dict())
-  params, model_state = models.init_variables(model, jax.random.key(0),
-                                              image_shape)
-  t = config.train
-  tx = optim.momentum_sgd(t.lr, boundaries=t.lr_boundaries,
-                          scales=t.lr_scales, momentum=t.momentum)
-  b = t.batch_size
-  if not joint:
-    state = train_state.create(params=params, model_state=model_state, tx=tx,
-                               rng=jax.random.key(0))
-    step = steps.make_supervised_step(model=model, tx=tx, head="tgt")
-    return timing.steps_per_second(
-        step, state, jax.device_put(batch(b, num_tgt)), num_steps=num_steps)
-  c = config.l2tl
-  fixed = (1.0,) * num_src if config.method == "joint_uniform" else None
-  options = train._l2tl_options(config, fixed)  # pylint: disable=protected-access
-  policy_tx = policy_params = None
-  if options.has_policy:
-    policy_tx = optim.adam(c.policy_lr)
-    policy_params = policy_lib.init_policy_params(
-        num_src_classes=num_src, num_levels=c.num_levels,
-        num_alpha_levels=c.num_alpha_levels)
-  state = train_state.create(params=params, model_state=model_state, tx=tx,
-                             rng=jax.random.key(0),
-                             policy_params=policy_params, policy_tx=policy_tx)
-  step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
-                              options=options)
-  n = options.inner_steps
-  joint_batch = {"src": batch(n * options.src_oversample * b, num_src),
-                 "tgt": batch(n * b, num_tgt),
-                 "val": batch(c.val_batch_size, num_tgt)}
-  return timing.steps_per_second(step, state, jax.device_put(joint_batch),
+  b = config.train.batch_size
+  if method.joint:
+    n = parts.options.inner_steps
+    examples = {
+        "src": batch(n * parts.options.src_oversample * b,
+                     shapes.num_src_classes),
+        "tgt": batch(n * b, shapes.num_tgt_classes),
+        "val": batch(config.l2tl.val_batch_size, shapes.num_tgt_classes)}
+  else:
+    examples = batch(b, shapes.num_tgt_classes)
+  return timing.steps_per_second(parts.train_step, parts.state,
+                                 jax.device_put(examples),
                                  num_steps=num_steps)
 
 
@@ -254,7 +243,7 @@ def summarize_variant(
   results = [r for _, _, r in seed_runs]
   test = [r["test_accuracy"] for r in results]
   selected = [(r.get("val_selected") or {}) for r in results]
-  mean, std = compare._stats(test)  # pylint: disable=protected-access
+  mean, std = report.stats(test)
   row: dict[str, Any] = {
       "method": variant.method,
       "overrides": dict(variant.overrides),
@@ -270,7 +259,7 @@ def summarize_variant(
   }
   if all("test_accuracy" in s for s in selected):
     row["val_selected_test_mean"], row["val_selected_test_std"] = (
-        compare._stats([s["test_accuracy"] for s in selected]))  # pylint: disable=protected-access
+        report.stats([s["test_accuracy"] for s in selected]))
     row["val_selected_val_mean"] = float(
         np.mean([s["val_accuracy"] for s in selected]))
   policies = [r.get("policy") or {} for r in results]
@@ -287,8 +276,18 @@ def summarize_variant(
     row["spearman"] = mean_pairwise_spearman(w)
   alphas = [p.get("expected_alpha") for p in policies]
   if alphas and all(a is not None for a in alphas):
-    row["alpha_mean"], row["alpha_std"] = compare._stats(alphas)  # pylint: disable=protected-access
+    row["alpha_mean"], row["alpha_std"] = report.stats(alphas)
   return row
+
+
+def check_variants(variants: Sequence[str], seeds: int) -> None:
+  """Raises ValueError on variant names or seed counts no study runs."""
+  unknown = [v for v in variants if v not in VARIANTS]
+  if unknown or not variants or len(set(variants)) != len(variants):
+    raise ValueError(f"Variants must be distinct names among "
+                     f"{', '.join(VARIANTS)}; got {list(variants)}.")
+  if seeds < 1:
+    raise ValueError(f"The number of seeds must be >= 1, got {seeds}.")
 
 
 def run_study(
@@ -313,15 +312,10 @@ def run_study(
 
   Raises:
     ValueError: unknown variants or bad seeds.
-    compare.RunFailedError, compare.RunInterruptedError: as
+    runner.RunFailedError, runner.RunInterruptedError: as
       `compare.run_comparison`.
   """
-  unknown = [v for v in variants if v not in VARIANTS]
-  if unknown or not variants or len(set(variants)) != len(variants):
-    raise ValueError(f"Variants must be distinct names among "
-                     f"{', '.join(VARIANTS)}; got {list(variants)}.")
-  if seeds < 1:
-    raise ValueError(f"The number of seeds must be >= 1, got {seeds}.")
+  check_variants(variants, seeds)
   workdir = os.path.abspath(workdir)
   pretrain_dir = os.path.join(workdir, "pretrain")
   plan = [
@@ -330,7 +324,7 @@ def run_study(
        os.path.join(workdir, "runs", name, f"seed{s}"))
       for name in variants for s in range(seeds)
   ]
-  results = compare._run_all([(c, d) for _, c, d in plan])  # pylint: disable=protected-access
+  results = runner.run_all([(c, d) for _, c, d in plan])
   rows = {}
   for name in variants:
     seed_runs = [(c.seed, d, results[d]) for v, c, d in plan if v == name]
@@ -351,7 +345,7 @@ def run_study(
     for name in variants:
       rows[name]["steps_per_s"] = rates[name]
       rows[name]["step_time_vs_finetune"] = rates["finetune"] / rates[name]
-  protocol = compare.protocol(train.resolve_config(config),
+  protocol = report.protocol(train.resolve_config(config),
                               list(results.values()),
                               seeds=list(range(seeds)), rows=[])
   for key in ("l2tl_mode", "estimator", "policy_lr"):  # Set per variant.
@@ -360,7 +354,7 @@ def run_study(
       "benchmark": f"{task.get('source')} -> {task.get('target')}",
       "variants": rows,
       "seeds": list(range(seeds)),
-      "std_kind": compare.std_kind(seeds),
+      "std_kind": report.std_kind(seeds),
       "protocol": protocol,
       "device": str(jax.devices()[0]),
       "base_config": json.loads(config.to_json_best_effort()),
@@ -455,18 +449,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    summary = run_study(flags.FLAGS.config, flags.FLAGS.workdir,
-                        seeds=flags.FLAGS.seeds,
-                        variants=_VARIANTS.value,
-                        bench_steps=_BENCH_STEPS.value)
+    check_variants(_VARIANTS.value, flags.FLAGS.seeds)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
-  except compare.RunInterruptedError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(128 + (e.signal or 0))
-  except compare.RunFailedError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
+  summary = cli.run_or_exit(
+      run_study, flags.FLAGS.config, flags.FLAGS.workdir,
+      seeds=flags.FLAGS.seeds, variants=_VARIANTS.value,
+      bench_steps=_BENCH_STEPS.value)
   workdir = os.path.abspath(flags.FLAGS.workdir)
   print()
   print(study_table(summary))

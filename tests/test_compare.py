@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import compare
+from experiments import runner
 from experiments.configs import tiny
 from l2tl_jax import train
 
@@ -29,6 +30,7 @@ def _config(data_dir):
   return config
 
 
+# Tests that use it run the comparison command line in a subprocess: slow.
 @pytest.fixture(scope="module")
 def comparison(tmp_path_factory):
   """Runs the command line once; 8 runs share one persistent XLA cache."""
@@ -63,6 +65,7 @@ def _read_json(path):
     return json.load(f)
 
 
+@pytest.mark.slow
 def test_files_written(comparison):
   _, workdir, _ = comparison
   for name in ("summary.json", "summary.md", "comparison.png", "sweep.json",
@@ -71,6 +74,7 @@ def test_files_written(comparison):
   assert not [n for n in os.listdir(workdir) if n.startswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_pretraining_ran_once(comparison):
   _, workdir, _ = comparison
   assert len(os.listdir(os.path.join(workdir, "pretrain"))) == 1
@@ -81,6 +85,7 @@ def test_pretraining_ran_once(comparison):
   assert len(keys) == 1
 
 
+@pytest.mark.slow
 def test_rows_are_the_per_seed_results(comparison):
   _, workdir, summary = comparison
   saved = _read_json(os.path.join(workdir, "summary.json"))
@@ -106,6 +111,7 @@ def test_rows_are_the_per_seed_results(comparison):
     np.testing.assert_allclose(row["val_accuracy_mean"], np.mean(val))
 
 
+@pytest.mark.slow
 def test_learned_class_weights_are_averaged(comparison):
   _, workdir, summary = comparison
   runs = [_results(workdir, "runs", "l2tl", f"seed{s}") for s in range(SEEDS)]
@@ -119,6 +125,7 @@ def test_learned_class_weights_are_averaged(comparison):
       np.mean([r["policy"]["expected_alpha"] for r in runs]))
 
 
+@pytest.mark.slow
 def test_markdown_and_protocol(comparison):
   config, workdir, summary = comparison
   with open(os.path.join(workdir, "summary.md")) as f:
@@ -138,6 +145,7 @@ def test_markdown_and_protocol(comparison):
   assert "target train only" in p["sees"]["finetune"]
 
 
+@pytest.mark.slow
 def test_sweep(comparison):
   _, workdir, summary = comparison
   sweep = _read_json(os.path.join(workdir, "sweep.json"))
@@ -159,6 +167,7 @@ def test_sweep(comparison):
     assert "| method | n=3 | n=6 |" in f.read()
 
 
+@pytest.mark.slow
 def test_rerun_reuses_completed_runs(comparison, monkeypatch):
   config, workdir, summary = comparison
   calls = []
@@ -190,7 +199,7 @@ def test_a_failing_run_writes_no_summary(tmp_path, monkeypatch, capsys):
 
   monkeypatch.setattr(train, "train_and_evaluate", fake)
   workdir = str(tmp_path / "cmp")
-  with pytest.raises(compare.RunFailedError) as info:
+  with pytest.raises(runner.RunFailedError) as info:
     compare.run_comparison(tiny.get_config(), workdir, seeds=2,
                            methods=METHODS)
   bad = os.path.join(workdir, "runs", "l2tl", "seed1")
@@ -211,7 +220,7 @@ def test_an_interrupted_run_stops_the_comparison(tmp_path, monkeypatch):
             "checkpoint": run_dir}
 
   monkeypatch.setattr(train, "train_and_evaluate", fake)
-  with pytest.raises(compare.RunInterruptedError, match="Rerun"):
+  with pytest.raises(runner.RunInterruptedError, match="Rerun"):
     compare.run_comparison(tiny.get_config(), str(tmp_path), seeds=2,
                            methods=METHODS)
   assert len(calls) == 1
