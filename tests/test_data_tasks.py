@@ -122,6 +122,7 @@ def test_per_record_splits_match_in_memory_ones(tfds_dir, animals):
     np.testing.assert_array_equal(batch_a['label'], batch_b['label'])
 
 
+@pytest.mark.slow  # Builds and reads the 70000 real Fashion-MNIST images.
 @needs_fashion
 def test_fashion_source_and_target(tfds_dir):
   config = base_config(tfds_dir, target_classes=('Sandal', 'Sneaker',
