@@ -6,20 +6,43 @@
 
 Class names are the sorted union of the class folder names. Hidden files and
 folders are skipped, as are files with other extensions; images may sit in
-nested folders below their class folder.
+nested folders below their class folder (symlinked nested folders are not
+followed).
+
+What the scan refuses (DataError naming the path and the fix):
+  - fewer than two classes (a one-class classifier is always right);
+  - split folders next to other folders (root/{train,test,extra}): the stray
+    folder would otherwise make the split names into classes;
+  - a symlinked class or split folder that points into the dataset itself
+    (its images would count twice, as another class or split), at a folder
+    that holds the dataset (a loop), or at a folder another one already reads;
+    a symlink to a folder outside the dataset is followed;
+  - a class or split folder whose name is not valid UTF-8.
+What it skips, with a logged warning and a note in `FolderLayout.notes`
+(carried to `Dataset.notes` and `TransferTask.summary()['notes']`):
+  - broken symlinks (and symlink loops);
+  - image files whose path is not valid UTF-8.
+
+Images are decoded only as PNG, JPEG, BMP, GIF, WebP or TIFF, whatever their
+extension: Pillow's other plugins (EPS runs Ghostscript, for one) never see the
+bytes. A file of another type is a DataError naming the file and its type.
 """
 
 import dataclasses
 import hashlib
 import io
 import os
+from typing import Callable
 
+from absl import logging
 import numpy as np
 from PIL import Image
 
 from l2tl_jax.data.errors import DataError
 
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+# The only Pillow formats ever used to decode an image (Pillow's format ids).
+DECODE_FORMATS = ('PNG', 'JPEG', 'BMP', 'GIF', 'WEBP', 'TIFF')
 SPLIT_FOLDERS = {
     'train': 'train', 'validation': 'validation', 'val': 'validation',
     'test': 'test',
@@ -35,29 +58,173 @@ class FolderLayout:
     class_names: sorted class folder names; labels index this tuple.
     splits: split name -> ((path relative to root, label), ...), sorted by path.
     fingerprint: hash of the root path and every image's path, size and mtime.
+    notes: what the scan skipped and why, one sentence each.
   """
 
   root: str
   class_names: tuple[str, ...]
   splits: dict[str, tuple[tuple[str, int], ...]]
   fingerprint: str
+  notes: tuple[str, ...] = ()
 
 
-def _visible_dirs(path: str) -> list[str]:
-  return sorted(
-      d for d in os.listdir(path)
-      if not d.startswith('.') and os.path.isdir(os.path.join(path, d))
-  )
+def _shown(path: str) -> str:
+  """A path for messages, its undecodable bytes written as \\xNN."""
+  return os.fsencode(path).decode('utf-8', 'backslashreplace')
 
 
-def _class_images(class_dir: str, root: str) -> list[str]:
-  paths = []
-  for dirpath, dirnames, filenames in os.walk(class_dir):
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
-    for name in sorted(filenames):
-      if not name.startswith('.') and name.lower().endswith(IMAGE_EXTENSIONS):
-        paths.append(os.path.relpath(os.path.join(dirpath, name), root))
-  return paths
+def _is_utf8(path: str) -> bool:
+  try:
+    path.encode('utf-8')
+  except UnicodeEncodeError:  # os.listdir's surrogate escapes of bad bytes.
+    return False
+  return True
+
+
+def _is_within(path: str, folder: str) -> bool:
+  """Whether `path` is `folder` or lies below it (both real paths)."""
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+class _Scan:
+  """State of one scan: the dataset's real root, folders read, skipped files."""
+
+  def __init__(self, root: str):
+    self.root = root
+    self.real_root = os.path.realpath(root)
+    self.read_folders: dict[str, str] = {}  # Real path -> folder claimed.
+    self.broken_links: list[str] = []
+    self.bad_names: list[str] = []
+
+  def subfolders(self, path: str) -> list[str]:
+    """Visible subfolder names of `path`: class or split folders.
+
+    A symlinked folder must point outside the dataset and not at a folder
+    holding it; broken symlinks are skipped and counted.
+    """
+    names = []
+    for name in sorted(os.listdir(path)):
+      if name.startswith('.'):
+        continue
+      full = os.path.join(path, name)
+      if os.path.islink(full) and not os.path.exists(full):
+        self.broken_links.append(full)
+        continue
+      if not os.path.isdir(full):
+        continue  # Loose files next to class folders are not images of any.
+      if not _is_utf8(name):
+        raise DataError(
+            f'Folder {_shown(full)} has a name that is not valid UTF-8, so it'
+            ' cannot name a class; rename it (e.g. with convmv) or move it'
+            ' out of the dataset.'
+        )
+      if os.path.islink(full):
+        real = os.path.realpath(full)
+        if _is_within(real, self.real_root):
+          raise DataError(
+              f'{full} is a symlink to {real}, inside the dataset {self.root}:'
+              ' its images would be read twice, as another class or split.'
+              ' Remove the symlink, or replace it with a real folder of its'
+              ' own images.'
+          )
+        if _is_within(self.real_root, real):
+          raise DataError(
+              f'{full} is a symlink to {real}, which holds the dataset'
+              f' {self.root} itself (a loop). Remove the symlink.'
+          )
+      names.append(name)
+    return names
+
+  def claim(self, folder: str, *, nested_too: bool) -> None:
+    """Records a folder read as a class (or split); refuses to read it twice.
+
+    Args:
+      folder: the class or split folder.
+      nested_too: also refuse a folder inside or around one already claimed
+        (class folders: os.walk reads everything below them).
+    """
+    real = os.path.realpath(folder)
+    for other_real, other in self.read_folders.items():
+      if real == other_real or nested_too and (
+          _is_within(real, other_real) or _is_within(other_real, real)):
+        how = (f'both {real}' if real == other_real else
+               f'{real} and {other_real}, one inside the other')
+        raise DataError(
+            f'{folder} and {other} are, through a symlink, the same images'
+            f' ({how}): they would be read twice. Remove the symlink.'
+        )
+    self.read_folders[real] = folder
+
+  def class_images(self, class_dir: str) -> list[str]:
+    """Image paths (relative to the root) under a class folder, sorted."""
+    paths = []
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+      dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
+      for name in sorted(filenames):
+        if name.startswith('.') or not name.lower().endswith(IMAGE_EXTENSIONS):
+          continue
+        full = os.path.join(dirpath, name)
+        if not _is_utf8(full):
+          self.bad_names.append(full)
+        elif os.path.islink(full) and not os.path.exists(full):
+          self.broken_links.append(full)
+        else:
+          paths.append(os.path.relpath(full, self.root))
+    return paths
+
+  def notes(self) -> tuple[str, ...]:
+    """One sentence per kind of skipped file; each is also logged."""
+    notes = []
+    if self.broken_links:
+      notes.append(
+          f'Skipped {len(self.broken_links)} broken symlink(s) under'
+          f' {_shown(self.root)} (e.g. {_shown(self.broken_links[0])}); fix or'
+          ' remove them.'
+      )
+    if self.bad_names:
+      notes.append(
+          f'Skipped {len(self.bad_names)} image file(s) under'
+          f' {_shown(self.root)} whose path is not valid UTF-8 (e.g.'
+          f' {_shown(self.bad_names[0])}); rename them to use them.'
+      )
+    for note in notes:
+      logging.warning('%s', note)
+    return tuple(notes)
+
+
+def _has_subfolders(path: str) -> bool:
+  with os.scandir(path) as entries:
+    return any(not e.name.startswith('.') and e.is_dir() for e in entries)
+
+
+def _split_dirs(root: str, top: list[str]) -> dict[str, str]:
+  """Split name -> folder; {'train': root} when root holds class folders."""
+  split_named = [d for d in top if d.lower() in SPLIT_FOLDERS]
+  stray = [d for d in top if d.lower() not in SPLIT_FOLDERS]
+  if not split_named:
+    return {'train': root}
+  if stray:
+    # A flat dataset may have a class named 'train' or 'test', of images;
+    # a split folder holds class folders.
+    if not any(_has_subfolders(os.path.join(root, d)) for d in split_named):
+      return {'train': root}
+    example = next((d for d in split_named if d.lower() == 'train'),
+                   split_named[0])
+    raise DataError(
+        f'Image folder {root} mixes split folders'
+        f' ({", ".join(d + "/" for d in split_named)}) with other folders:'
+        f' {", ".join(os.path.join(root, d) for d in stray)}. Inside a split'
+        ' layout every top folder must be train/, validation/ (or val/) or'
+        f' test/: move {stray[0]}/ into the split folders as a class (e.g.'
+        f' {example}/{stray[0]}/) or out of {root}. If the folder has'
+        ' no splits, rename the class folders named like splits.'
+    )
+  split_dirs = {SPLIT_FOLDERS[d.lower()]: os.path.join(root, d) for d in top}
+  if len(split_dirs) < len(top):
+    raise DataError(
+        f'Image folder {root} has both val/ and validation/; keep one.'
+    )
+  return split_dirs
 
 
 def scan_folder(root: str) -> FolderLayout:
@@ -67,35 +234,41 @@ def scan_folder(root: str) -> FolderLayout:
     root: the dataset's root folder.
 
   Returns:
-    The FolderLayout.
+    The FolderLayout; its notes say what was skipped (see the module
+    docstring).
 
   Raises:
-    DataError: missing or empty root, a class folder without images.
+    DataError: missing or empty root, a class folder without images, fewer
+      than two classes, split folders mixed with other folders, a symlinked
+      folder that points into the dataset or reads a folder twice.
   """
   root = os.path.abspath(os.path.expanduser(root))
+  if not _is_utf8(root):
+    raise DataError(
+        f'Image folder {_shown(root)}: the path is not valid UTF-8; rename it'
+        ' or link it under a UTF-8 name.'
+    )
   if not os.path.isdir(root):
     raise DataError(
         f'Image folder {root} does not exist. Give folder:/path/to/root, where'
         ' root holds one subfolder of PNG/JPEG images per class.'
     )
-  top = _visible_dirs(root)
+  scan = _Scan(root)
+  top = scan.subfolders(root)
   if not top:
     raise DataError(
         f'Image folder {root} has no class subfolders. Put each class in its'
         ' own subfolder (root/<class>/*.png), optionally under train/,'
         ' validation/ and test/.'
     )
-  if all(d.lower() in SPLIT_FOLDERS for d in top):
-    split_dirs = {SPLIT_FOLDERS[d.lower()]: os.path.join(root, d) for d in top}
-    if len(split_dirs) < len(top):
-      raise DataError(
-          f'Image folder {root} has both val/ and validation/; keep one.'
-      )
-  else:
-    split_dirs = {'train': root}
+  split_dirs = _split_dirs(root, top)
+  if split_dirs != {'train': root}:
+    for split_dir in split_dirs.values():
+      scan.claim(split_dir, nested_too=False)
+    scan.read_folders = {}  # Class folders lie inside split folders.
   per_split = {}
   for split, split_dir in split_dirs.items():
-    classes = _visible_dirs(split_dir)
+    classes = scan.subfolders(split_dir) if split_dir != root else top
     if not classes:
       raise DataError(
           f'{split_dir} has no class subfolders; put each class in its own'
@@ -103,7 +276,8 @@ def scan_folder(root: str) -> FolderLayout:
       )
     per_split[split] = {}
     for name in classes:
-      images = _class_images(os.path.join(split_dir, name), root)
+      scan.claim(os.path.join(split_dir, name), nested_too=True)
+      images = scan.class_images(os.path.join(split_dir, name))
       if not images:
         raise DataError(
             f'Class folder {os.path.join(split_dir, name)} holds no images'
@@ -112,6 +286,14 @@ def scan_folder(root: str) -> FolderLayout:
         )
       per_split[split][name] = images
   class_names = tuple(sorted({c for s in per_split.values() for c in s}))
+  if len(class_names) < 2:
+    where = ('in each split folder (root/train/<class>/*.png, ...)'
+             if split_dirs != {'train': root} else '(root/<class>/*.png)')
+    raise DataError(
+        f'Image folder {root} has a single class, {class_names[0]!r}: a'
+        ' classifier needs at least two (with one, every prediction is right).'
+        f' Add a subfolder of images for each other class {where}.'
+    )
   label_of = {name: i for i, name in enumerate(class_names)}
   h = hashlib.sha256(root.encode())
   splits = {}
@@ -127,28 +309,53 @@ def scan_folder(root: str) -> FolderLayout:
     splits[split] = tuple(examples)
   return FolderLayout(
       root=root, class_names=class_names, splits=splits,
-      fingerprint=h.hexdigest()[:16],
+      fingerprint=h.hexdigest()[:16], notes=scan.notes(),
   )
 
 
-def decode_image(data: bytes, name: str = '<bytes>') -> np.ndarray:
-  """Decodes PNG/JPEG bytes to uint8 [H, W, C], C = 1 (gray) or 3 (RGB).
+def detect_format(data: bytes) -> str:
+  """Names the file type of encoded bytes from their first bytes.
 
-  Palette and alpha images become RGB (alpha dropped), 16-bit gray keeps its
-  high byte.
+  Only Pillow's header checks run (no plugin opens the data), so this is safe
+  on any file.
+
+  Args:
+    data: the file content (its first 64 bytes are enough).
+
+  Returns:
+    A Pillow format id ('PNG', 'EPS', ...), or 'unknown'.
+  """
+  prefix = bytes(data[:64])
+  Image.init()  # Registers every plugin's header check; opens nothing.
+  for fmt in Image.ID:
+    _, accept = Image.OPEN[fmt]
+    try:
+      if accept is not None and accept(prefix):
+        return fmt
+    except Exception:  # pylint: disable=broad-except  # A check on odd bytes.
+      continue
+  return 'unknown'
+
+
+def decode_image(data: bytes, name: str | Callable[[], str] = '<bytes>'
+                 ) -> np.ndarray:
+  """Decodes image bytes to uint8 [H, W, C], C = 1 (gray) or 3 (RGB).
+
+  Only DECODE_FORMATS are read. Palette and alpha images become RGB (alpha
+  dropped), 16-bit gray keeps its high byte.
 
   Args:
     data: the encoded file content.
-    name: the file name, for the error message.
+    name: the file name, or a function returning it, for the error message.
 
   Returns:
     uint8 [H, W, 1] or [H, W, 3].
 
   Raises:
-    DataError: the bytes are not a readable image.
+    DataError: the bytes are not a readable image of an allowed format.
   """
   try:
-    with Image.open(io.BytesIO(data)) as img:
+    with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as img:
       img.load()
       mode = img.mode
       if mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
@@ -160,8 +367,16 @@ def decode_image(data: bytes, name: str = '<bytes>') -> np.ndarray:
       else:
         arr = np.asarray(img.convert('RGB'))
   except Exception as e:  # PIL raises many types for bad files.
+    shown = name() if callable(name) else name
+    fmt = detect_format(data)
+    if fmt != 'unknown' and fmt not in DECODE_FORMATS:
+      raise DataError(
+          f'Image {shown} is of type {fmt}, which is not read here (only'
+          f' {", ".join(DECODE_FORMATS)}, whatever the extension says);'
+          ' convert it to PNG or JPEG, or remove it.'
+      ) from e
     raise DataError(
-        f'Cannot decode image {name} ({e}); replace or remove the file.'
+        f'Cannot decode image {shown} ({e}); replace or remove the file.'
     ) from e
   if arr.ndim == 2:
     arr = arr[..., None]

@@ -184,6 +184,27 @@ def find_idx_files(directory: str) -> IdxFiles:
         ' MNIST-format files, or install the dataset-fashion-mnist package for'
         f' the default ({DEFAULT_IDX_DIR}).'
     )
+  splits = _split_files(directory)
+  shapes = _image_shapes(directory, splits)
+  transpose = any('emnist' in os.path.basename(p).lower()
+                  for p in splits['train'])
+  h, w = shapes['train']
+  if transpose:
+    h, w = w, h
+  class_names = _class_names(directory, read_idx(splits['train'][1]))
+  num_classes = len(class_names)
+  return IdxFiles(
+      directory=directory,
+      splits=splits,
+      image_shape=(h, w, 1),
+      num_classes=num_classes,
+      class_names=class_names,
+      transpose=transpose,
+  )
+
+
+def _split_files(directory: str) -> dict[str, tuple[str, str]]:
+  """{'train': (images, labels), 'test'?: ...} of the IDX files found."""
   found: dict[tuple[str, str], list[str]] = {}
   for name in sorted(os.listdir(directory)):
     path = os.path.join(directory, name)
@@ -214,6 +235,12 @@ def find_idx_files(directory: str) -> IdxFiles:
         f'No MNIST-format train files in {directory}: expected'
         ' train-images-idx3-ubyte[.gz] and train-labels-idx1-ubyte[.gz].'
     )
+  return splits
+
+
+def _image_shapes(directory: str, splits: dict[str, tuple[str, str]]
+                  ) -> dict[str, tuple[int, ...]]:
+  """(H, W) per split, checked against the labels and each other."""
   shapes = {}
   for split, (images_path, labels_path) in splits.items():
     dims = read_header(images_path)
@@ -231,12 +258,11 @@ def find_idx_files(directory: str) -> IdxFiles:
         f'The IDX splits in {directory} have different image shapes {shapes};'
         ' all splits of one dataset must share one shape.'
     )
-  transpose = any('emnist' in os.path.basename(p).lower()
-                  for p in splits['train'])
-  h, w = shapes['train']
-  if transpose:
-    h, w = w, h
-  train_labels = read_idx(splits['train'][1])
+  return shapes
+
+
+def _class_names(directory: str, train_labels: np.ndarray) -> tuple[str, ...]:
+  """classes.txt, Fashion-MNIST's names when recognised, else '0', '1', ..."""
   num_classes = int(train_labels.max()) + 1 if len(train_labels) else 0
   names_file = os.path.join(directory, CLASS_NAMES_FILE)
   if os.path.exists(names_file):
@@ -247,19 +273,9 @@ def find_idx_files(directory: str) -> IdxFiles:
           f'{names_file} names {len(class_names)} classes but the labels go up'
           f' to {num_classes - 1}; give one name per line for every class.'
       )
-    num_classes = len(class_names)
-  elif hashlib.sha256(train_labels.tobytes()).hexdigest() == (
+    return class_names
+  if hashlib.sha256(train_labels.tobytes()).hexdigest() == (
       _FASHION_TRAIN_LABELS_SHA256
   ) or 'fashion' in directory.lower():
-    class_names = FASHION_MNIST_CLASS_NAMES
-    num_classes = len(class_names)
-  else:
-    class_names = tuple(str(i) for i in range(num_classes))
-  return IdxFiles(
-      directory=directory,
-      splits=splits,
-      image_shape=(h, w, 1),
-      num_classes=num_classes,
-      class_names=class_names,
-      transpose=transpose,
-  )
+    return FASHION_MNIST_CLASS_NAMES
+  return tuple(str(i) for i in range(num_classes))

@@ -61,6 +61,8 @@ class Dataset:
     native_shape: (H, W, C) of the stored images; None entries vary.
     cache_key: identifies the data on disk for the in-process cache; None
       when the data is not on disk (mocked), which disables caching.
+    notes: what opening skipped and why (e.g. a folder's broken symlinks),
+      one sentence each; build_task records them in the task summary.
   """
 
   name: str
@@ -73,6 +75,7 @@ class Dataset:
   image_key: str = 'image'
   label_key: str = 'label'
   encoded: bool = False
+  notes: tuple[str, ...] = ()
 
   def source(self, split: str, *, skip_image_decoding: bool = False):
     """Returns the TFDS data source of a split.
@@ -99,13 +102,7 @@ class Dataset:
       where: names the record in error messages.
     """
     if self.encoded:
-      try:
-        return folder_lib.decode_image(bytes(value))
-      except DataError as e:
-        raise DataError(
-            f'Cannot decode image {where()} ({e.__cause__}); replace or'
-            ' remove the file.'
-        ) from e.__cause__
+      return folder_lib.decode_image(bytes(value), where)
     image = np.asarray(value)
     if image.ndim == 2:
       image = image[..., None]
@@ -114,7 +111,7 @@ class Dataset:
 
 def _builder_dataset(
     name: str, builder: tfds.core.DatasetBuilder, resolved: str, *,
-    encoded: bool = False, cache: bool = True,
+    encoded: bool = False, cache: bool = True, notes: Sequence[str] = (),
 ) -> Dataset:
   info = builder.info
   keys = info.supervised_keys
@@ -157,6 +154,7 @@ def _builder_dataset(
       image_key=image_key,
       label_key=label_key,
       encoded=encoded,
+      notes=tuple(notes),
   )
 
 
@@ -181,7 +179,8 @@ def _open_folder(name: str, root: str, data_dir: str) -> Dataset:
   builders.remove_stale_configs(
       builder, builders.config_prefix(config.layout.root))
   return _builder_dataset(
-      name, builder, f'folder:{config.layout.root}', encoded=True
+      name, builder, f'folder:{config.layout.root}', encoded=True,
+      notes=config.layout.notes,
   )
 
 

@@ -122,6 +122,8 @@ class TransferTask:
     image_shape: (H, W, C) shared by every split.
     config: the data config the task was built from, as a dict.
     resolved: dataset string -> where its data came from.
+    notes: what opening the datasets skipped and why (e.g. broken symlinks
+      in an image folder), one sentence each; also logged as warnings.
   """
 
   src_train: Split
@@ -134,6 +136,7 @@ class TransferTask:
   image_shape: tuple[int, int, int]
   config: dict[str, Any]
   resolved: dict[str, str]
+  notes: tuple[str, ...] = ()
 
   @property
   def num_src_classes(self) -> int:
@@ -173,6 +176,7 @@ class TransferTask:
         'tgt_class_names': list(self.tgt_class_names),
         'splits': {k: s.summary() for k, s in self.splits().items()},
         'fingerprint': self.fingerprint(),
+        'notes': list(self.notes),
     }
 
 
@@ -209,6 +213,20 @@ def _resolve_class(spec: Any, names: Sequence[str], dataset: str,
   )
 
 
+def _two_or_more(labels_map: LabelMap, dataset: str, field: str,
+                 label_mod: int | None) -> LabelMap:
+  """Returns the map, refusing one that leaves fewer than two classes."""
+  if len(labels_map.class_names) < 2:
+    mod = f' with label_mod={label_mod}' if label_mod is not None else ''
+    raise DataError(
+        f'{field} leaves {dataset!r} with a single class'
+        f' {list(labels_map.class_names)}{mod}; a classifier needs at least'
+        ' two (with one, every prediction is right). Keep two or more'
+        ' classes.'
+    )
+  return labels_map
+
+
 def label_map(
     class_names: Sequence[str], classes: Sequence[Any] | None,
     label_mod: int | None, *, dataset: str, field: str,
@@ -227,6 +245,10 @@ def label_map(
 
   Returns:
     The LabelMap.
+
+  Raises:
+    DataError: an unknown or repeated class, a bad modulus, or fewer than two
+      classes left.
   """
   names = list(class_names)
   if classes is None:
@@ -242,7 +264,8 @@ def label_map(
   new_label = np.full(len(names), -1, np.int64)
   if label_mod is None:
     new_label[kept] = np.arange(len(kept))
-    return LabelMap(new_label, tuple(names[k] for k in kept))
+    return _two_or_more(LabelMap(new_label, tuple(names[k] for k in kept)),
+                        dataset, field, label_mod)
   if int(label_mod) < 1:
     raise DataError(f'label_mod must be a positive integer, got {label_mod}.')
   mod = int(label_mod)
@@ -258,7 +281,8 @@ def label_map(
           ' the modulus.'
       )
     new_names.append('|'.join(members))
-  return LabelMap(new_label, tuple(new_names))
+  return _two_or_more(LabelMap(new_label, tuple(new_names)), dataset, field,
+                      label_mod)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,15 +295,46 @@ class Draw:
   field: str
 
 
+def _class_pool(dataset: sources.Dataset, split: str, labels_map: LabelMap, *,
+                spec: preprocess.ImageSpec, seed: int, shuffle: bool,
+                in_memory_max_bytes: int) -> dict[str, Any]:
+  """One dataset split's examples per new class, in draw order, unconsumed."""
+  loaded = sources.load_split(
+      dataset, split, spec=spec, in_memory_max_bytes=in_memory_max_bytes,
+  )
+  if len(loaded.labels) and (
+      loaded.labels.min() < 0
+      or loaded.labels.max() >= len(labels_map.new_label)
+  ):
+    raise DataError(
+        f'{dataset.name!r}[{split}] has labels outside'
+        f' 0..{len(labels_map.new_label) - 1}; the dataset is inconsistent'
+        ' with its class names.'
+    )
+  new = labels_map.new_label[loaded.labels]  # [N]
+  rng = np.random.default_rng(
+      [seed, zlib.crc32(f'{dataset.name}|{split}'.encode())]
+  )
+  order = []
+  for k in range(len(labels_map.class_names)):
+    members = np.flatnonzero(new == k)
+    order.append(rng.permutation(members) if shuffle else members)
+  return dict(loaded=loaded, new=new, order=order, cursor=[0] * len(order),
+              taken_by=[])
+
+
 def draw_splits(
     dataset: sources.Dataset, labels_map: LabelMap, draws: Sequence[Draw], *,
     spec: preprocess.ImageSpec, seed: int, shuffle: bool,
     in_memory_max_bytes: int, crop_padding: int,
+    classes_field: str = 'the class list',
 ) -> dict[str, Split]:
   """Draws the examples of several splits of one dataset, per class.
 
   Draws from the same dataset split consume each class's examples in turn, in
-  the order given, so they never overlap.
+  the order given, so they never overlap. A class drawn into some of the
+  splits must be drawn into all of them: one missing from train (or from
+  validation or test) makes the accuracies meaningless.
 
   Args:
     dataset: the opened Dataset.
@@ -290,9 +345,14 @@ def draw_splits(
     shuffle: permute each class's examples; else take them in file order.
     in_memory_max_bytes: see sources.load_split.
     crop_padding: stored on the splits for augmentation.
+    classes_field: the config field that keeps classes, for messages.
 
   Returns:
     Role name -> Split.
+
+  Raises:
+    DataError: a bad count, too few examples, or a class with examples in
+      some of the splits but none in another.
   """
   out = {}
   pools = {}
@@ -303,31 +363,9 @@ def draw_splits(
           f' None (all), got {draw.per_class}.'
       )
     if draw.split not in pools:
-      loaded = sources.load_split(
-          dataset, draw.split, spec=spec,
-          in_memory_max_bytes=in_memory_max_bytes,
-      )
-      if len(loaded.labels) and (
-          loaded.labels.min() < 0
-          or loaded.labels.max() >= len(labels_map.new_label)
-      ):
-        raise DataError(
-            f'{dataset.name!r}[{draw.split}] has labels outside'
-            f' 0..{len(labels_map.new_label) - 1}; the dataset is inconsistent'
-            ' with its class names.'
-        )
-      new = labels_map.new_label[loaded.labels]  # [N]
-      rng = np.random.default_rng(
-          [seed, zlib.crc32(f'{dataset.name}|{draw.split}'.encode())]
-      )
-      order = []
-      for k in range(len(labels_map.class_names)):
-        members = np.flatnonzero(new == k)
-        order.append(rng.permutation(members) if shuffle else members)
-      pools[draw.split] = dict(
-          loaded=loaded, new=new, order=order,
-          cursor=[0] * len(order), taken_by=[],
-      )
+      pools[draw.split] = _class_pool(
+          dataset, draw.split, labels_map, spec=spec, seed=seed,
+          shuffle=shuffle, in_memory_max_bytes=in_memory_max_bytes)
     pool = pools[draw.split]
     chosen = []
     for k, members in enumerate(pool['order']):
@@ -347,6 +385,9 @@ def draw_splits(
       chosen.append(members[start : start + n])
       pool['cursor'][k] = start + n
     pool['taken_by'].append(draw.name)
+    counts = [len(c) for c in chosen]
+    _check_every_class_drawn(dataset, labels_map, draw, counts, pool,
+                             out, classes_field)
     indices = np.sort(np.concatenate(chosen)).astype(np.int64)
     if not len(indices):
       raise DataError(
@@ -367,6 +408,39 @@ def draw_splits(
         _loaded=loaded,
     )
   return out
+
+
+def _check_every_class_drawn(
+    dataset: sources.Dataset, labels_map: LabelMap, draw: Draw,
+    counts: list[int], pool: dict[str, Any], earlier: dict[str, Split],
+    classes_field: str,
+) -> None:
+  """Refuses a class drawn into some splits of a task but not into another."""
+  earlier_counts = {name: s.class_counts() for name, s in earlier.items()}
+  for k, name in enumerate(labels_map.class_names):
+    has = {d: c[k] for d, c in earlier_counts.items() if c[k]}
+    lacks = [d for d, c in earlier_counts.items() if not c[k]]
+    if counts[k]:
+      if not lacks:
+        continue
+      has[draw.name] = counts[k]
+      missing, where = lacks[0], earlier[lacks[0]].dataset_split
+    elif has:
+      missing, where = draw.name, draw.split
+    else:
+      continue
+    total = len(pool['order'][k]) if missing == draw.name else 0
+    taken = (f' (its {total} examples there went to'
+             f' {pool["taken_by"][:-1]})' if total else '')
+    raise DataError(
+        f'Class {name!r} of {dataset.name!r} has no examples in split'
+        f' {where!r} (drawn for {missing}){taken}, but has some in'
+        f' {", ".join(f"{d} ({n})" for d, n in has.items())}: a class'
+        ' missing from a split makes the results meaningless. Add'
+        f' {name!r} examples to split {where!r} (for an image folder, a'
+        f' {name}/ class folder of images in its {where} folder), lower the'
+        f' per-class counts, or leave the class out with {classes_field}.'
+    )
 
 
 def _as_tuple(value: Any) -> tuple | None:
@@ -412,7 +486,8 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
     src_draws.append(Draw('src_test', config.source_test_split,
                           config.get('source_test_per_class'),
                           'source_test_per_class'))
-  src = draw_splits(src_ds, src_map, src_draws, **common)
+  src = draw_splits(src_ds, src_map, src_draws, classes_field='source_classes',
+                    **common)
 
   tgt_ds = sources.open_dataset(config.target, data_dir=data_dir,
                                 download=download)
@@ -428,7 +503,8 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
     tgt_draws.append(Draw('tgt_test', config.target_test_split,
                           config.target_test_per_class,
                           'target_test_per_class'))
-  tgt = draw_splits(tgt_ds, tgt_map, tgt_draws, **common)
+  tgt = draw_splits(tgt_ds, tgt_map, tgt_draws, classes_field='target_classes',
+                    **common)
 
   shapes = {s.image_shape for s in (*src.values(), *tgt.values())}
   if len(shapes) > 1:
@@ -448,4 +524,5 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
       image_shape=shapes.pop(),
       config=config.to_dict(),
       resolved={config.source: src_ds.resolved, config.target: tgt_ds.resolved},
+      notes=tuple(dict.fromkeys((*src_ds.notes, *tgt_ds.notes))),
   )
