@@ -1,5 +1,4 @@
-"""Checkpoints (orbax) of the train state plus JSON host state, and atomic
-file writes.
+"""Persisted state: orbax checkpoints, checksums, locks, atomic writes.
 
 A checkpoint holds three items: 'state' (the TrainState, one copy, whatever
 the parallelism), 'best' (the validation-selected params, or the current
@@ -7,16 +6,51 @@ ones before any evaluation) and 'host' (JSON: the input iterator position,
 the selection record, ...). Orbax writes each step into a temporary
 directory and renames it when complete, so a crash mid-save leaves no
 checkpoint that restores wrongly: the previous one stays the latest.
+A SHA-256 of every file of a step is written beside it once it is complete
+and checked before it is restored; a damaged step is moved aside and the
+previous good one used.
+
+`exclusive_lock` gives one process at a time a workdir or a cache entry.
+Files are created with the user's umask (as `open` would), not 0600.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+import contextlib
+import errno
+import fcntl
+import hashlib
 import json
 import os
+import shutil
 import tempfile
+import time
 from typing import Any
 
+from absl import logging
 import orbax.checkpoint as ocp
+
+CHECKSUMS = "l2tl_checksums.json"
+
+
+class LockedError(RuntimeError):
+  """Another live process holds the lock."""
+
+
+class DamagedError(RuntimeError):
+  """Persisted state failed its integrity check and nothing good is left."""
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def apply_umask(path: str, *, directory: bool = False) -> None:
+  """Gives `path` the mode `open`/`mkdir` would (mkstemp/mkdtemp use 0600)."""
+  os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
@@ -28,6 +62,7 @@ def write_json_atomic(path: str, obj: Any) -> None:
     with os.fdopen(fd, "w") as f:
       json.dump(obj, f, indent=2, default=_json_default)
       f.write("\n")
+    apply_umask(tmp)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -43,6 +78,7 @@ def write_text_atomic(path: str, text: str) -> None:
   try:
     with os.fdopen(fd, "w") as f:
       f.write(text)
+    apply_umask(tmp)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
@@ -58,15 +94,110 @@ def _json_default(obj):
   raise TypeError(f"Not JSON serialisable: {type(obj).__name__}")
 
 
+def checksums(directory: str) -> dict[str, str]:
+  """SHA-256 of every file below `directory` but the checksum file."""
+  out = {}
+  for root, dirs, files in os.walk(directory):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      rel = os.path.relpath(path, directory)
+      if rel == CHECKSUMS:
+        continue
+      h = hashlib.sha256()
+      with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+          h.update(chunk)
+      out[rel] = h.hexdigest()
+  return out
+
+
+def write_checksums(directory: str) -> None:
+  """Records the checksums of `directory`'s files in it (atomically)."""
+  write_json_atomic(os.path.join(directory, CHECKSUMS), checksums(directory))
+
+
+def verify(directory: str) -> str | None:
+  """None if `directory` matches its recorded checksums, else what differs.
+
+  A directory without a checksum file (written before checksums existed, or
+  killed between completing and recording them) cannot be verified: None.
+  """
+  path = os.path.join(directory, CHECKSUMS)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      expected = json.load(f)
+  except (OSError, ValueError) as e:
+    return f"its checksum file is unreadable ({e})"
+  actual = checksums(directory)
+  missing = sorted(set(expected) - set(actual))
+  changed = sorted(k for k in expected.keys() & actual.keys()
+                   if expected[k] != actual[k])
+  if missing or changed:
+    parts = ([f"missing {', '.join(missing)}"] if missing else []) + (
+        [f"changed {', '.join(changed)}"] if changed else [])
+    return "; ".join(parts)
+  return None
+
+
+def move_aside(path: str) -> str:
+  """Renames a damaged `path` to `<path>.damaged-<time>`; returns the name."""
+  target = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
+  os.replace(path, target)
+  return target
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str, *, what: str, wait: bool = False
+                   ) -> Iterator[None]:
+  """Holds an exclusive lock on file `path` (released when the process dies).
+
+  Args:
+    path: the lock file (created; it records the holder's pid).
+    what: what is locked, for the message ('workdir /x').
+    wait: wait for the holder to finish instead of failing.
+
+  Raises:
+    LockedError: another process holds it (without `wait`), naming its pid.
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise
+      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+      if not wait:
+        raise LockedError(
+            f"{what} is in use by process {holder} (lock file {path}). Wait "
+            "for it to finish or stop it; two processes must not write the "
+            "same files.") from None
+      logging.warning("Waiting for process %s, which holds %s.", holder, what)
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
+
+
 class Checkpointer:
   """Saves and restores (state, best params, host JSON) by step."""
 
   def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
+    self._max_to_keep = max_to_keep
+    self._open()
+
+  def _open(self) -> None:
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
+            max_to_keep=self._max_to_keep,
             enable_async_checkpointing=False,
             create=True,
         ),
@@ -74,6 +205,60 @@ class Checkpointer:
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
+
+  def step_dir(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def clean_temporaries(self) -> None:
+    """Removes unfinished saves left by a dead writer (hold the run's lock)."""
+    if not os.path.isdir(self.directory):
+      return
+    for name in os.listdir(self.directory):
+      if "tmp" in name and not name.isdigit():
+        shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
+
+  def restore_latest_good(
+      self, *, state: Any, best: Any
+  ) -> tuple[int, Any, Any, dict] | None:
+    """The newest step that verifies and restores; damaged ones moved aside.
+
+    Args:
+      state: template of the train state.
+      best: template of the best params.
+
+    Returns:
+      (step, state, best, host), or None when there is no checkpoint.
+
+    Raises:
+      DamagedError: every checkpoint is damaged.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    damaged = []
+    for step in steps:
+      problem = verify(self.step_dir(step))
+      if problem is None:
+        try:
+          restored = self.restore(step, state=state, best=best)
+        except Exception as e:  # pylint: disable=broad-except
+          problem = f"it does not restore ({type(e).__name__}: {e})"
+        else:
+          if damaged:
+            logging.warning(
+                "Checkpoint%s %s damaged and moved aside (%s); resuming from "
+                "step %d (%s).", "s" if len(damaged) > 1 else "",
+                ", ".join(d for d, _ in damaged),
+                "; ".join(p for _, p in damaged), step, self.step_dir(step))
+          return (step, *restored)
+      damaged.append((self.step_dir(step), problem))
+      self._manager.close()
+      move_aside(self.step_dir(step))
+      self._open()
+    if damaged:
+      raise DamagedError(
+          "Every checkpoint is damaged: " + "; ".join(
+              f"{d}: {p}" for d, p in damaged) + ". They were moved aside "
+          f"(*.damaged-*); rerun to start {self.directory} from step 0.")
+    return None
 
   def save(self, step: int, *, state: Any, best: Any, host: dict) -> None:
     """Saves synchronously (returns when the checkpoint is complete)."""
@@ -88,6 +273,7 @@ class Checkpointer:
         ),
     )
     self._manager.wait_until_finished()
+    write_checksums(self.step_dir(step))
 
   def restore(
       self, step: int, *, state: Any, best: Any

@@ -21,6 +21,7 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import tqdm
 
 from l2tl_jax import build
 from l2tl_jax import checkpointing
@@ -55,19 +56,23 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
   )
   start = time.perf_counter()
   metrics = None
-  for i in range(pcfg.steps):
-    state, metrics = step(state, par.put_batch(next(batches)))
-    if (i + 1) % 500 == 0 or i + 1 == pcfg.steps:
-      host = par.metrics_to_host(metrics)
-      if host["train/nonfinite"]:
-        raise FloatingPointError(
-            f"Source pre-training hit a non-finite loss at step {i + 1}; "
-            "lower config.pretrain.lr or check the source data."
-        )
-      logging.info(
-          "pretrain step %d/%d: loss %.4f", i + 1, pcfg.steps,
-          float(host["train/src_loss"]),
-      )
+  bar = tqdm.tqdm(total=pcfg.steps, desc="pre-training", unit="step",
+                  disable=not config.progress_bar, dynamic_ncols=True,
+                  leave=False)
+  with bar:
+    for i in range(pcfg.steps):
+      state, metrics = step(state, par.put_batch(next(batches)))
+      bar.update(1)
+      if (i + 1) % 500 == 0 or i + 1 == pcfg.steps:
+        host = par.metrics_to_host(metrics)
+        if host["train/nonfinite"]:
+          raise FloatingPointError(
+              f"Source pre-training hit a non-finite loss at step {i + 1}; "
+              "lower config.pretrain.lr or check the source data."
+          )
+        bar.set_postfix(loss=f"{float(host['train/src_loss']):.4f}")
+        logging.info("pretrain step %d/%d: loss %.4f", i + 1, pcfg.steps,
+                     float(host["train/src_loss"]), extra={"console": False})
   batches.close()
   state = jax.device_get(par.unreplicate(state))
   info = {
@@ -106,34 +111,79 @@ def pretrained(
     params {'encoder', 'src_head'}, model_state, and an info dict with the
     key, whether it was cached, and the source test accuracy when the task
     has a source test split.
+
+  An entry is verified against its checksums before it is used; a damaged
+  one is moved aside and rebuilt. Processes sharing the cache take turns
+  per entry (a file lock), so none reads or deletes another's entry.
   """
   key = cache_key(config, task)
-  entry = os.path.join(os.path.abspath(cache_dir), key)
+  cache_dir = os.path.abspath(cache_dir)
+  os.makedirs(cache_dir, exist_ok=True)
+  entry = os.path.join(cache_dir, key)
+  # One writer per entry: a second process waits, then reads the entry.
+  with checkpointing.exclusive_lock(
+      os.path.join(cache_dir, f".{key}.lock"),
+      what=f"pre-training cache entry {entry}", wait=True):
+    for name in os.listdir(cache_dir):  # Leftovers of a dead writer.
+      if name.startswith(f".tmp-{key}-"):
+        shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+    loaded = _load(config, task, entry)
+    if loaded is None:
+      logging.info("Pre-training on %s: %d steps at batch %d (cached in %s "
+                   "for later runs).", task.config["source"],
+                   config.pretrain.steps, config.pretrain.batch_size, entry)
+      _write(entry, key, config, task, par)
+      loaded = _load(config, task, entry)
+    else:
+      logging.info("Pre-training: cached (%s).", entry,
+                   extra={"console": False})
+  return loaded
+
+
+def _write(entry: str, key: str, config, task, par) -> None:
+  """Trains and writes the cache entry atomically (a renamed directory)."""
+  params, model_state, info = _train(config, task, par)
+  info = {**info, "key": key, "encoder": config.model.encoder,
+          "source": task.src_train.summary()}
+  tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=f".tmp-{key}-")
+  checkpointing.apply_umask(tmp, directory=True)
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      ckptr.save(os.path.join(tmp, "variables"),
+                 {"params": params, "model_state": model_state})
+    checkpointing.write_json_atomic(os.path.join(tmp, "info.json"), info)
+    checkpointing.write_checksums(tmp)
+    if os.path.exists(entry):  # Incomplete or damaged leftovers.
+      shutil.rmtree(entry)
+    os.replace(tmp, entry)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp)
+  logging.info("Saved source pre-training %s", entry)
+
+
+def _load(config, task, entry: str) -> tuple[Any, Any, dict] | None:
+  """The cached entry, or None when absent; a damaged one is moved aside."""
   info_path = os.path.join(entry, "info.json")
   if not os.path.exists(info_path):
-    params, model_state, info = _train(config, task, par)
-    info = {**info, "key": key, "encoder": config.model.encoder,
-            "source": task.src_train.summary()}
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-{key}-")
+    return None
+  problem = checkpointing.verify(entry)
+  if problem is None:
     try:
+      with open(info_path) as f:
+        info = json.load(f)
       with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(os.path.join(tmp, "variables"),
-                   {"params": params, "model_state": model_state})
-      checkpointing.write_json_atomic(os.path.join(tmp, "info.json"), info)
-      if os.path.exists(entry):  # Incomplete leftovers: no info.json.
-        shutil.rmtree(entry)
-      os.replace(tmp, entry)
-    finally:
-      if os.path.exists(tmp):
-        shutil.rmtree(tmp)
-    logging.info("Saved source pre-training %s", entry)
-  with open(info_path) as f:
-    info = json.load(f)
-  template = _template(config, task)
-  with ocp.StandardCheckpointer() as ckptr:
-    restored = ckptr.restore(os.path.join(entry, "variables"), template)
-  return restored["params"], restored["model_state"], {**info, "path": entry}
+        restored = ckptr.restore(os.path.join(entry, "variables"),
+                                 _template(config, task))
+    except Exception as e:  # pylint: disable=broad-except
+      problem = f"it does not restore ({type(e).__name__}: {e})"
+    else:
+      return (restored["params"], restored["model_state"],
+              {**info, "path": entry})
+  moved = checkpointing.move_aside(entry)
+  logging.warning("Pre-training cache entry %s is damaged (%s): moved to %s "
+                  "and rebuilt.", entry, problem, moved)
+  return None
 
 
 def _template(config, task):

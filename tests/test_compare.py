@@ -77,7 +77,8 @@ def test_files_written(comparison):
 @pytest.mark.slow
 def test_pretraining_ran_once(comparison):
   _, workdir, _ = comparison
-  assert len(os.listdir(os.path.join(workdir, "pretrain"))) == 1
+  assert len([e for e in os.listdir(os.path.join(workdir, "pretrain"))
+              if not e.startswith(".")]) == 1  # Entries; locks are hidden.
   keys = {_results(workdir, "runs", m, f"seed{s}")["pretrain"]["key"]
           for m in METHODS for s in range(SEEDS)}
   keys |= {_results(workdir, "sweep", f"n{k}", m, "seed0")["pretrain"]["key"]
