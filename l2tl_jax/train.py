@@ -23,7 +23,7 @@ import os
 import signal
 import threading
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -42,6 +42,7 @@ from l2tl_jax import parallel
 from l2tl_jax import policy as policy_lib
 from l2tl_jax import pretrain
 from l2tl_jax import steps
+from l2tl_jax import validation
 
 # Config fields that may change between a run and its resumption.
 HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
@@ -125,36 +126,52 @@ def _comparable(config_dict: dict) -> dict[str, Any]:
   return {k: v for k, v in flat.items() if k.split(".")[0] not in HOST_ONLY_FIELDS}
 
 
-def _check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
-  """Writes config.json, or refuses a workdir holding another config."""
+def config_changes(config: ml_collections.ConfigDict,
+                   workdir: str) -> dict[str, tuple[Any, Any]]:
+  """Fields where `config` differs from the run saved in `workdir`.
+
+  Host-only fields (logging, checkpoint cadence, ...) are not compared.
+
+  Returns:
+    field -> (saved value, new value); {} for a new workdir.
+  """
   path = os.path.join(workdir, "config.json")
-  current = json.loads(config.to_json_best_effort())
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    old, new = _comparable(saved), _comparable(current)
-    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    if diff:
-      details = "; ".join(
-          f"{k}: {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}"
-          for k in diff[:8]
-      )
-      raise ConfigMismatchError(
-          f"Workdir {workdir} holds a run with a different config ({details}"
-          f"{'; ...' if len(diff) > 8 else ''}). Use a new --workdir, or "
-          "delete this one to start over."
-      )
-  checkpointing.write_json_atomic(path, current)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    saved = json.load(f)
+  old = _comparable(saved)
+  new = _comparable(json.loads(config.to_json_best_effort()))
+  return {k: (old.get(k, "<unset>"), new.get(k, "<unset>"))
+          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
 
 
-def _validate(config: ml_collections.ConfigDict) -> None:
-  methods.get(config.method)
-  for name in ("steps", "batch_size"):
-    if config.train[name] < 1:
-      raise ValueError(f"config.train.{name} must be >= 1.")
-  for name in ("log_every_steps", "checkpoint_every_steps"):
-    if config[name] < 1:
-      raise ValueError(f"config.{name} must be >= 1.")
+def _check_changes(changes: dict[str, tuple[Any, Any]], workdir: str,
+                   accept_changes: tuple[str, ...]) -> None:
+  """Refuses changed fields that were not accepted."""
+  refused = {k: v for k, v in changes.items() if k not in accept_changes}
+  if not refused:
+    return
+  details = "; ".join(f"{k}: {old!r} -> {new!r}"
+                      for k, (old, new) in list(refused.items())[:8])
+  raise ConfigMismatchError(
+      f"Workdir {workdir} holds a run with a different config ({details}"
+      f"{'; ...' if len(refused) > 8 else ''}). To continue that run from "
+      "its last checkpoint with these changes, add --accept_changes="
+      f"{','.join(refused)} (experiments.main); otherwise use a new "
+      "--workdir, or delete this one to start over.")
+
+
+def _save_config(config: ml_collections.ConfigDict, workdir: str,
+                 changes: dict[str, tuple[Any, Any]]) -> None:
+  """config.json, and each accepted change in config_changes.jsonl."""
+  if changes:
+    with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
+      f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                          "changes": {k: list(v) for k, v in
+                                      changes.items()}}) + "\n")
+  checkpointing.write_json_atomic(os.path.join(workdir, "config.json"),
+                                  json.loads(config.to_json_best_effort()))
 
 
 def datl_class_weights(
@@ -312,12 +329,27 @@ def _signals_caught(stop: _StopRequest):
 
 
 def _truncate_jsonl(path: str, last_step: int) -> None:
-  """Drops records after `last_step` (a resumed run rewrites them)."""
+  """Drops records after `last_step` (a resumed run rewrites them).
+
+  A torn last line (a kill while appending) is dropped too; a damaged line
+  elsewhere is an error.
+  """
   if not os.path.exists(path):
     return
   with open(path) as f:
     lines = [l for l in f if l.strip()]
-  kept = [l for l in lines if json.loads(l)["step"] <= last_step]
+  records = []
+  for i, line in enumerate(lines):
+    try:
+      records.append((json.loads(line), line))
+    except ValueError as e:
+      if i < len(lines) - 1:
+        raise data.DataError(
+            f"{path} line {i + 1} is damaged ({e}); it holds the run's "
+            "metrics. Remove that line, or use a new --workdir.") from e
+      logging.warning("Dropped the torn last line of %s.", path)
+  kept = [line if line.endswith("\n") else line + "\n"
+          for record, line in records if record["step"] <= last_step]
   checkpointing.write_text_atomic(path, "".join(kept))
 
 
@@ -345,13 +377,21 @@ def _first_nonfinite(
 
 
 def train_and_evaluate(
-    config: ml_collections.ConfigDict, workdir: str
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    accept_changes: Sequence[str] = (),
 ) -> dict[str, Any]:
   """Trains `config.method` in `workdir` (resuming it if possible) and tests.
+
+  One process at a time: the workdir is locked for the run's life.
 
   Args:
     config: a full run config (see experiments/configs/default.py).
     workdir: output directory.
+    accept_changes: config fields (e.g. 'train.lr') that may differ from the
+      run saved in `workdir`; the run continues from its last good
+      checkpoint with the new values (recorded in config_changes.jsonl).
 
   Returns:
     The results dict also written to workdir/results.json; on SIGTERM or
@@ -359,17 +399,33 @@ def train_and_evaluate(
     checkpoint was saved (results.json is not written).
 
   Raises:
+    ConfigError: a config field of the wrong type or out of range.
     ConfigMismatchError: workdir holds a run of another config.
     NonFiniteError: a loss or gradient became non-finite.
-    DataError: bad data settings.
+    DataError: bad data settings, or data changed since the run started.
+    LockedError: another process runs in workdir.
+    DamagedError: every checkpoint of the run is damaged.
   """
   config = resolve_config(config)
-  _validate(config)
+  validation.check_config(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
-  _check_workdir(config, workdir)
+  with checkpointing.exclusive_lock(os.path.join(workdir, ".lock"),
+                                    what=f"Workdir {workdir}"):
+    return _train_locked(config, workdir, tuple(accept_changes))
+
+
+def _train_locked(config, workdir: str, accept_changes: tuple[str, ...]):
+  """train_and_evaluate while holding the workdir's lock."""
+  changes = config_changes(config, workdir)
+  _check_changes(changes, workdir, accept_changes)
   results_path = os.path.join(workdir, "results.json")
   if os.path.exists(results_path):
+    if changes:
+      raise ConfigMismatchError(
+          f"The run in {workdir} is complete; changed fields "
+          f"({', '.join(changes)}) only continue unfinished runs. Use a new "
+          "--workdir.")
     with open(results_path) as f:
       results = json.load(f)
     logging.info("Run already complete: %s", results_path)
@@ -377,7 +433,12 @@ def train_and_evaluate(
 
   par = parallel.Parallelism(config.parallelism)
   task = data.build_task(config.data)
+  sizes = ", ".join(f"{k} {len(v)}" for k, v in task.splits().items())
+  logging.info("Data ready: %s -> %s (%s).", config.data.source,
+               config.data.target, sizes)
   run = _Run(config, task, workdir, par)
+  # Written once the run could be built, so a bad start locks nothing in.
+  _save_config(config, workdir, changes)
   loop = _HostLoop(run, workdir)
   interrupted = loop.train()
   if interrupted is not None:
@@ -419,12 +480,24 @@ class _HostLoop:
     self.window_first = self.start + 1 - len(self.pending)
 
   def _restore(self, template) -> int:
-    """Restores the latest checkpoint, if any; returns its step."""
-    latest = self.ckpt.latest_step()
-    if latest is None:
+    """Restores the newest good checkpoint, if any; returns its step.
+
+    A damaged checkpoint is moved aside (with a warning naming it and the
+    one used). The data must be what the run started with.
+    """
+    self.ckpt.clean_temporaries()  # The workdir lock is ours.
+    restored = self.ckpt.restore_latest_good(state=template, best=self.best)
+    identity = self.run.task.identity()
+    if restored is None:
+      self.host["task"] = identity
       return 0
-    state, self.best, self.host = self.ckpt.restore(
-        latest, state=template, best=self.best)
+    step, state, self.best, self.host = restored
+    if self.host.get("task", identity) != identity:
+      raise data.DataError(
+          f"The data of the run in {self.workdir} changed since it started "
+          f"(it was {self.host['task']}, now {identity}): resuming would mix "
+          "two datasets. Restore the data, or use a new --workdir.")
+    self.host["task"] = identity
     self.run.state = self.run.par.put_replicated(state)
     self.run.batches.set_state(self.host["batches"])
     logging.info("Resumed from step %d (%s)", int(state.step),
@@ -493,14 +566,16 @@ class _HostLoop:
     window = _to_host(self.pending)
     bad = _first_nonfinite(window, self.window_first)
     if bad is not None:
+      # Every step on disk was verified when written or restored.
       last = self.ckpt.latest_step()
       where = (f"step {last} in {self.ckpt.directory}" if last is not None
                else "none (no checkpoint was saved yet)")
       raise NonFiniteError(
           f"Non-finite loss or gradient at step {bad} of "
           f"{self.config.method}; the update was not applied and the run "
-          f"stopped. Last good checkpoint: {where}. Lower the learning "
-          "rate or check the data, then rerun."
+          f"stopped. Last good checkpoint: {where}. To continue from it with "
+          "a lower learning rate, rerun with e.g. --config.train.lr=<lower> "
+          "--accept_changes=train.lr; or check the data."
       )
     elapsed = time.perf_counter() - self.window_start
     record = {"step": step, **_mean_metrics(window),

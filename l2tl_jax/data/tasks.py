@@ -124,6 +124,9 @@ class TransferTask:
     resolved: dataset string -> where its data came from.
     notes: what opening the datasets skipped and why (e.g. broken symlinks
       in an image folder), one sentence each; also logged as warnings.
+    data_ids: dataset string -> the identity of its data on disk (the
+      prepared directory, whose name carries an image folder's or IDX
+      directory's content fingerprint); None where not on disk (mocks).
   """
 
   src_train: Split
@@ -137,6 +140,7 @@ class TransferTask:
   config: dict[str, Any]
   resolved: dict[str, str]
   notes: tuple[str, ...] = ()
+  data_ids: dict[str, str | None] = dataclasses.field(default_factory=dict)
 
   @property
   def num_src_classes(self) -> int:
@@ -162,6 +166,11 @@ class TransferTask:
          {k: s.fingerprint() for k, s in self.splits().items()}],
         sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+  def identity(self) -> dict[str, Any]:
+    """What must not change while a run resumes: the drawn examples and the
+    data they are read from (edited images change the data ids)."""
+    return {'fingerprint': self.fingerprint(), 'data': dict(self.data_ids)}
 
   def summary(self) -> dict[str, Any]:
     """JSON-able record of the task for results files."""
@@ -525,4 +534,6 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
       config=config.to_dict(),
       resolved={config.source: src_ds.resolved, config.target: tgt_ds.resolved},
       notes=tuple(dict.fromkeys((*src_ds.notes, *tgt_ds.notes))),
+      data_ids={config.source: src_ds.cache_key,
+                config.target: tgt_ds.cache_key},
   )

@@ -1,0 +1,137 @@
+"""The whole run config checked before anything is written.
+
+`check_config` reports every field of the wrong type or out of range at
+once, by its full name, so a run that cannot start never touches its
+workdir. Data fields are checked where the task is built (`data.DataError`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_collections
+
+from l2tl_jax import methods as methods_lib
+from l2tl_jax import options as options_lib
+from l2tl_jax import parallel
+
+
+class ConfigError(ValueError):
+  """A config field has the wrong type or an unusable value."""
+
+
+INT, FLOAT = "an integer", "a number"
+# field: (kind, low, high, low_inclusive); None: unbounded.
+RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
+    "seed": (INT, 0, None, True),
+    "train.steps": (INT, 1, None, True),
+    "train.batch_size": (INT, 1, None, True),
+    "train.lr": (FLOAT, 0, None, True),
+    "train.momentum": (FLOAT, 0, 1, True),
+    "train.weight_decay": (FLOAT, 0, None, True),
+    "pretrain.steps": (INT, 1, None, True),
+    "pretrain.batch_size": (INT, 1, None, True),
+    "pretrain.lr": (FLOAT, 0, None, True),
+    "pretrain.momentum": (FLOAT, 0, 1, True),
+    "pretrain.weight_decay": (FLOAT, 0, None, True),
+    "pretrain.seed": (INT, 0, None, True),
+    "l2tl.src_oversample": (INT, 1, None, True),
+    "l2tl.val_batch_size": (INT, 1, None, True),
+    "l2tl.num_levels": (INT, 1, None, True),
+    "l2tl.num_alpha_levels": (INT, 1, None, True),
+    "l2tl.loss_weight_scale": (FLOAT, 0, None, False),
+    "l2tl.policy_lr": (FLOAT, 0, None, True),
+    "l2tl.inner_steps": (INT, 1, None, True),
+    "l2tl.baseline_momentum": (FLOAT, 0, 1, True),
+    "l2tl.entropy_coef": (FLOAT, 0, None, True),
+    "l2tl.num_samples": (INT, 1, None, True),
+    "l2tl.fixed_alpha": (FLOAT, 0, None, True),
+    "eval.batch_size": (INT, 1, None, True),
+    "eval.every_steps": (INT, 0, None, True),
+    "log_every_steps": (INT, 1, None, True),
+    "checkpoint_every_steps": (INT, 1, None, True),
+    "checkpoints_to_keep": (INT, 1, None, True),
+}
+# Piecewise schedules: (boundaries, scales).
+SCHEDULES = (("train.lr_boundaries", "train.lr_scales"),
+             ("pretrain.lr_boundaries", "pretrain.lr_scales"),
+             ("l2tl.policy_lr_boundaries", "l2tl.policy_lr_scales"))
+
+
+def _get(config: ml_collections.ConfigDict, name: str) -> Any:
+  node = config
+  for part in name.split("."):
+    node = node[part]
+  return node
+
+
+def _range_problem(name: str, value: Any, kind: str, low, high,
+                   low_inclusive: bool) -> str | None:
+  is_int = isinstance(value, int) and not isinstance(value, bool)
+  is_number = is_int or isinstance(value, float)
+  if (kind == INT and not is_int) or (kind == FLOAT and not is_number):
+    return f"config.{name} must be {kind}, got {value!r}"
+  if isinstance(value, float) and not math.isfinite(value):
+    return f"config.{name} must be finite, got {value!r}"
+  if low is not None and (value < low or (value == low and not low_inclusive)):
+    bound = ">=" if low_inclusive else ">"
+    return f"config.{name} must be {bound} {low}, got {value!r}"
+  if high is not None and value >= high:
+    return f"config.{name} must be < {high}, got {value!r}"
+  return None
+
+
+def _schedule_problem(boundaries_name: str, scales_name: str,
+                      config) -> str | None:
+  boundaries = list(_get(config, boundaries_name))
+  scales = list(_get(config, scales_name))
+  if len(boundaries) != len(scales):
+    return (f"config.{boundaries_name} {boundaries} and config.{scales_name} "
+            f"{scales} need one scale per boundary")
+  if any(not isinstance(b, int) or b < 0 for b in boundaries) or any(
+      b1 >= b2 for b1, b2 in zip(boundaries, boundaries[1:])):
+    return (f"config.{boundaries_name} must be increasing step counts >= 0, "
+            f"got {boundaries}")
+  if any(not isinstance(s, (int, float)) or s <= 0 for s in scales):
+    return f"config.{scales_name} must be positive numbers, got {scales}"
+  return None
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError listing every bad field of a resolved run config.
+
+  Args:
+    config: the run config after `train.resolve_config`.
+  """
+  problems = []
+  if config.method not in methods_lib.METHODS:
+    problems.append(f"config.method must be one of "
+                    f"{', '.join(methods_lib.METHODS)}, got {config.method!r}")
+  if config.parallelism not in parallel.MODES:
+    problems.append(f"config.parallelism must be one of {parallel.MODES}, "
+                    f"got {config.parallelism!r}")
+  for name, spec in RANGES.items():
+    problem = _range_problem(name, _get(config, name), *spec)
+    if problem:
+      problems.append(problem)
+  for names in SCHEDULES:
+    problem = _schedule_problem(*names, config)
+    if problem:
+      problems.append(problem)
+  if not problems and config.method in methods_lib.METHODS:
+    method = methods_lib.get(config.method)
+    if method.joint:
+      try:  # The enumerations and combinations the L2TL step accepts.
+        options_lib.L2TLOptions.from_config(
+            config.l2tl, fixed_class_weights=None if method.has_policy
+            else (1.0,), fixed_alpha=None if method.learns_alpha else float(
+                config.l2tl.fixed_alpha),
+            weight_decay=config.train.weight_decay,
+            decay_set=config.train.decay_set or method.default_decay_set)
+      except ValueError as e:
+        problems.append(f"config.l2tl: {e}")
+  if problems:
+    raise ConfigError(
+        f"{len(problems)} config field(s) cannot be used: "
+        + "; ".join(problems) + ". Fix them (--config.FIELD=VALUE) and rerun.")
