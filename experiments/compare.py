@@ -252,6 +252,7 @@ def main(argv):
     check_arguments(_CONFIG.value, seeds=sweep_seeds, methods=SWEEP_METHODS)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  cli.setup_logging(_WORKDIR.value)
   summary = cli.run_or_exit(
       run_comparison, _CONFIG.value, _WORKDIR.value, seeds=seeds,
       methods=_METHODS.value, target_per_class=sizes or None,
@@ -267,4 +268,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -5,7 +5,11 @@ r"""Launcher: flags -> config -> `train_and_evaluate(config, workdir)`.
       [--config.seed=1]
 
 Rerunning the same command on the same workdir resumes from the last
-checkpoint. SIGTERM / SIGINT save a checkpoint and exit.
+checkpoint. SIGTERM / SIGINT save a checkpoint and exit. A run refuses a
+changed config; to continue it from its last good checkpoint with changed
+fields on purpose (say a lower learning rate after a divergence), name them:
+--config.train.lr=0.001 --accept_changes=train.lr. Library log lines and
+tracebacks go to <workdir>/l2tl.log (--log_level shows more on the console).
 """
 
 import sys
@@ -21,14 +25,21 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (experiments/configs/*.py).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+_ACCEPT_CHANGES = flags.DEFINE_list(
+    "accept_changes", [],
+    "Config fields (e.g. train.lr) that may differ from the run saved in "
+    "--workdir: it continues from its last good checkpoint with the new "
+    "values.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.setup_logging(_WORKDIR.value)
   results = cli.run_or_exit(train.train_and_evaluate, _CONFIG.value,
-                            _WORKDIR.value)
+                            _WORKDIR.value,
+                            accept_changes=tuple(_ACCEPT_CHANGES.value))
   if results.get("status") == "interrupted":
     print(f"Interrupted by signal {results['signal']} at step {results['step']};"
           f" checkpoint saved in {results['checkpoint']}. Rerun the same "
@@ -40,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -24,7 +24,11 @@ class RunFailedError(RuntimeError):
     lines = [f"  {d}: {type(e).__name__}: {e}" for d, e in failures.items()]
     super().__init__(
         f"{len(failures)} run(s) failed; no summary was written. Fix the "
-        "cause and rerun the same command (completed runs are reused):\n"
+        "cause and rerun the same command (completed runs are reused; a "
+        "failed run that wrote no checkpoint starts afresh). A run that "
+        "diverged continues with a changed field only on purpose: "
+        "experiments.main --workdir=<its run dir> --accept_changes=FIELD, or "
+        "use a new --workdir. Details are in <workdir>/l2tl.log:\n"
         + "\n".join(lines))
 
 

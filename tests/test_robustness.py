@@ -1,0 +1,324 @@
+"""Bad input, damaged state and concurrent writers: clear errors, no damage.
+
+Fast tests check each mechanism directly; the slow ones run the tiny config
+end to end (a resumed run whose data changed, a deliberately changed config,
+damaged cache entries, the console of the launcher).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import chex
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from experiments import cli
+from experiments.configs import folder as folder_config
+from experiments.configs import tiny
+from l2tl_jax import checkpointing
+from l2tl_jax import data
+from l2tl_jax import pretrain
+from l2tl_jax import train
+from l2tl_jax import validation
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(tmp_path, **overrides):
+  config = tiny.get_config()
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.write_plots = False
+  config.progress_bar = False
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+# --- The config is checked completely before anything is written. ---
+
+
+def test_every_bad_field_is_named_at_once(tmp_path):
+  config = train.resolve_config(_config(
+      tmp_path, **{"train.lr": -0.1, "train.batch_size": 0,
+                   "pretrain.batch_size": -3, "l2tl.policy_lr": -1.0,
+                   "eval.every_steps": -1}))
+  config.method = "magic"
+  with pytest.raises(validation.ConfigError) as info:
+    validation.check_config(config)
+  message = str(info.value)
+  assert message.startswith("6 config field(s) cannot be used")
+  for text in ("config.method must be one of", "config.train.lr must be >= 0",
+               "config.train.batch_size must be >= 1, got 0",
+               "config.pretrain.batch_size must be >= 1, got -3",
+               "config.l2tl.policy_lr must be >= 0",
+               "config.eval.every_steps must be >= 0"):
+    assert text in message
+
+
+def test_types_schedules_and_options_are_checked(tmp_path):
+  # A config file may build fields of any type (ml_collections only keeps
+  # the type of an existing field).
+  config = ml_collections.ConfigDict(
+      train.resolve_config(_config(tmp_path)).to_dict(), type_safe=False)
+  config.train.steps = 2.5
+  config.train.lr_boundaries = (10, 5)
+  config.train.lr_scales = (0.1, 0.01)
+  with pytest.raises(validation.ConfigError,
+                     match=r"config.train.steps must be an integer, got 2.5.*"
+                     r"config.train.lr_boundaries must be increasing"):
+    validation.check_config(config)
+  config = train.resolve_config(_config(tmp_path, **{"l2tl.reward": "top5"}))
+  with pytest.raises(validation.ConfigError, match="config.l2tl: reward"):
+    validation.check_config(config)
+
+
+def test_a_failed_start_writes_nothing(tmp_path):
+  workdir = tmp_path / "run"
+  with pytest.raises(validation.ConfigError):
+    train.train_and_evaluate(_config(tmp_path, **{"train.lr": -1.0}),
+                             str(workdir))
+  assert not workdir.exists()
+  # A data error (a typo in a dataset name) leaves no config.json, so the
+  # corrected command is not refused as "a different config".
+  config = _config(tmp_path)
+  config.data.target = "uci_digitz"
+  with pytest.raises(data.DataError):
+    train.train_and_evaluate(config, str(workdir))
+  assert not (workdir / "config.json").exists()
+
+
+# --- One writer per workdir and per cache entry. ---
+
+
+def test_a_second_writer_is_refused_with_the_holders_pid(tmp_path):
+  workdir = tmp_path / "run"
+  with checkpointing.exclusive_lock(str(workdir / ".lock"), what="Workdir x"):
+    with pytest.raises(checkpointing.LockedError,
+                       match=rf"in use by process {os.getpid()}"):
+      train.train_and_evaluate(_config(tmp_path), str(workdir))
+  # Released with its holder: taking it again works.
+  with checkpointing.exclusive_lock(str(workdir / ".lock"), what="Workdir x"):
+    pass
+
+
+def test_a_lock_held_by_a_dead_process_is_free(tmp_path):
+  path = str(tmp_path / ".lock")
+  code = ("from l2tl_jax import checkpointing\n"
+          f"with checkpointing.exclusive_lock({path!r}, what='x'):\n"
+          "  import os; os._exit(0)\n")  # Dies holding it.
+  subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+  with checkpointing.exclusive_lock(path, what="x"):
+    pass
+
+
+# --- Integrity of checkpoints, caches and the metrics log. ---
+
+
+def _state(value):
+  return {"w": jnp.full((3,), value, jnp.float32)}
+
+
+def _saved(directory, steps=(1, 2)):
+  ckpt = checkpointing.Checkpointer(directory, max_to_keep=3)
+  for step in steps:
+    ckpt.save(step, state=_state(float(step)), best=_state(0.0),
+              host={"step": step})
+  return ckpt
+
+
+def _a_file(step_dir, name="state"):
+  for root, _, files in os.walk(os.path.join(step_dir, name)):
+    for f in files:
+      path = os.path.join(root, f)
+      if os.path.getsize(path) > 8:
+        return path
+  raise AssertionError("no data file")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(
+    tmp_path, damage, caplog):
+  directory = str(tmp_path / "ckpt")
+  ckpt = _saved(directory)
+  path = _a_file(ckpt.step_dir(2))
+  with open(path, "r+b") as f:
+    if damage == "flip":
+      byte = f.read(1)
+      f.seek(0)
+      f.write(bytes([byte[0] ^ 1]))
+    else:
+      f.truncate(4)
+  step, state, _, host = ckpt.restore_latest_good(state=_state(0.0),
+                                                  best=_state(0.0))
+  assert (step, host) == (1, {"step": 1})
+  chex.assert_trees_all_equal(state, _state(1.0))
+  assert ckpt.latest_step() == 1
+  moved = [n for n in os.listdir(directory) if n.startswith("2.damaged-")]
+  assert len(moved) == 1
+  assert "damaged" in caplog.text and ckpt.step_dir(1) in caplog.text
+  # Saving goes on from the good step.
+  ckpt.save(2, state=_state(5.0), best=_state(0.0), host={"step": 2})
+  assert ckpt.restore_latest_good(state=_state(0.0), best=_state(0.0))[0] == 2
+  ckpt.close()
+
+
+def test_every_checkpoint_damaged_is_an_error(tmp_path):
+  ckpt = _saved(str(tmp_path / "ckpt"), steps=(1,))
+  os.remove(_a_file(ckpt.step_dir(1)))
+  with pytest.raises(checkpointing.DamagedError, match="Every checkpoint"):
+    ckpt.restore_latest_good(state=_state(0.0), best=_state(0.0))
+
+
+def test_checksums_name_what_changed(tmp_path):
+  d = tmp_path / "entry"
+  (d / "sub").mkdir(parents=True)
+  (d / "a.bin").write_bytes(b"abc")
+  (d / "sub" / "b.bin").write_bytes(b"xyz")
+  checkpointing.write_checksums(str(d))
+  assert checkpointing.verify(str(d)) is None
+  (d / "a.bin").write_bytes(b"abd")
+  os.remove(d / "sub" / "b.bin")
+  assert checkpointing.verify(str(d)) == "missing sub/b.bin; changed a.bin"
+
+
+def test_a_torn_last_metrics_line_is_dropped(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "x": 1.0}\n{"step": 2, "x": 2.0}\n{"step": 3, "x"')
+  train._truncate_jsonl(str(path), 5)  # pylint: disable=protected-access
+  assert path.read_text() == '{"step": 1, "x": 1.0}\n{"step": 2, "x": 2.0}\n'
+  path.write_text('{"step": 1}\n{"step\n{"step": 3}\n')
+  with pytest.raises(data.DataError, match="line 2 is damaged"):
+    train._truncate_jsonl(str(path), 5)  # pylint: disable=protected-access
+
+
+def test_files_follow_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    checkpointing.write_json_atomic(str(tmp_path / "r.json"), {"a": 1})
+    checkpointing.write_text_atomic(str(tmp_path / "s.md"), "x")
+  finally:
+    os.umask(old)
+  assert oct(os.stat(tmp_path / "r.json").st_mode & 0o777) == oct(0o644)
+  assert oct(os.stat(tmp_path / "s.md").st_mode & 0o777) == oct(0o644)
+
+
+# --- Errors a person can act on. ---
+
+
+def test_os_errors_name_the_path(tmp_path, capsys):
+  workdir = tmp_path / "a_file"
+  workdir.write_text("not a directory")
+  with pytest.raises(SystemExit) as info:
+    cli.run_or_exit(train.train_and_evaluate, _config(tmp_path), str(workdir))
+  assert info.value.code == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: cannot write") and str(workdir) in err
+  assert len(err.splitlines()) == 1
+
+
+# --- End to end. ---
+
+
+def _images(root, classes=("a", "b"), per_class=12):
+  rs = np.random.RandomState(0)
+  for c in classes:
+    os.makedirs(root / c, exist_ok=True)
+    for i in range(per_class):
+      Image.fromarray(rs.randint(0, 255, (8, 8, 3), np.uint8)).save(
+          root / c / f"{i}.png")
+
+
+@pytest.mark.slow
+def test_data_changed_between_kill_and_resume_is_refused(tmp_path):
+  images = tmp_path / "images"
+  _images(images)
+  config = folder_config.get_config(str(images))
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.update_from_flattened_dict({
+      "method": "scratch", "train.steps": 4, "train.batch_size": 2,
+      "checkpoint_every_steps": 2, "eval.every_steps": 0,
+      "data.target_train_per_class": 2, "data.target_val_per_class": 2,
+      "write_plots": False, "progress_bar": False})
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir))
+  os.remove(workdir / "results.json")  # As if killed after the last save.
+  Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a" / "0.png")
+  with pytest.raises(data.DataError, match="data of the run .* changed"):
+    train.train_and_evaluate(config, str(workdir))
+
+
+@pytest.mark.slow
+def test_a_changed_config_continues_only_when_accepted(tmp_path):
+  config = _config(tmp_path, **{"method": "finetune", "train.steps": 6,
+                                "checkpoint_every_steps": 3})
+  workdir = str(tmp_path / "run")
+  train.train_and_evaluate(config, workdir)
+  os.remove(os.path.join(workdir, "results.json"))
+  config.train.lr = 0.001
+  with pytest.raises(train.ConfigMismatchError,
+                     match="--accept_changes=train.lr"):
+    train.train_and_evaluate(config, workdir)
+  results = train.train_and_evaluate(config, workdir,
+                                     accept_changes=("train.lr",))
+  assert results["config"]["train"]["lr"] == 0.001
+  with open(os.path.join(workdir, "config_changes.jsonl")) as f:
+    change = json.loads(f.readline())
+  assert change["changes"] == {"train.lr": [0.02, 0.001]}
+
+
+@pytest.mark.slow
+def test_a_damaged_cache_entry_is_rebuilt(tmp_path, caplog):
+  config = train.resolve_config(_config(tmp_path))
+  task = data.build_task(config.data)
+  par = train.parallel.Parallelism()
+  cache = str(tmp_path / "cache")
+  params, _, info = pretrain.pretrained(config, task, cache, par)
+  path = _a_file(info["path"], "variables")
+  with open(path, "r+b") as f:
+    f.write(b"\0\0\0\0")
+  again, _, info2 = pretrain.pretrained(config, task, cache, par)
+  assert "damaged" in caplog.text
+  chex.assert_trees_all_equal(again, params)  # Rebuilt identically.
+  assert info2["path"] == info["path"]
+  assert any(".damaged-" in n for n in os.listdir(cache))
+
+
+@pytest.mark.slow
+def test_launcher_console_is_quiet_and_errors_are_one_line(tmp_path):
+  env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+  base = [sys.executable, "-m", "experiments.main",
+          "--config=experiments/configs/tiny.py",
+          f"--config.data.data_dir={tmp_path / 'tfds'}"]
+  run = subprocess.run(
+      base + [f"--workdir={tmp_path / 'run'}", "--config.progress_bar=False",
+              "--config.write_plots=False"],
+      capture_output=True, text=True, cwd=REPO, env=env, check=True)
+  console = (run.stdout + run.stderr).splitlines()
+  absl_prefixed = [l for l in console if re.match(r"^[IWEF]\d{4} ", l)]
+  assert not absl_prefixed, absl_prefixed[:3]
+  text = "\n".join(console)
+  for stage in ("Data ready:", "Pre-training on", "done:"):
+    assert stage in text
+  assert len(console) < 20, console
+  log = (tmp_path / "run" / "l2tl.log").read_text()
+  assert "Load dataset info" in log or "checkpoint" in log.lower()
+  bad = subprocess.run(
+      base + [f"--workdir={tmp_path / 'bad'}", "--config.trian.steps=3"],
+      capture_output=True, text=True, cwd=REPO, env=env)
+  assert bad.returncode == 2
+  assert bad.stderr.strip().splitlines() == [
+      "error: bad --config override or config file: 'trian' Did you mean "
+      "\"train\" instead of \"trian\"?"]
+  neg = subprocess.run(
+      base + [f"--workdir={tmp_path / 'neg'}", "--config.train.lr=-0.1"],
+      capture_output=True, text=True, cwd=REPO, env=env)
+  assert neg.returncode == 2
+  assert neg.stderr.strip().splitlines() == [
+      "error: 1 config field(s) cannot be used: config.train.lr must be >= 0,"
+      " got -0.1. Fix them (--config.FIELD=VALUE) and rerun."]
+  assert not (tmp_path / "neg").exists()
