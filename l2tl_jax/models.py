@@ -22,6 +22,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from l2tl_jax import pooling
+
 ModuleDef = Any
 
 _ENCODERS: dict[str, Callable[..., nn.Module]] = {}
@@ -84,10 +86,12 @@ class LeNet(nn.Module):
         padding="SAME",
         kernel_init=nn.initializers.glorot_uniform(),
     )
+    # pooling.max_pool equals nn.max_pool(x, (2, 2), strides=(2, 2)) in value
+    # and gradient; its backward is ~10x faster on XLA:CPU.
     x = nn.relu(conv(self.conv_features, name="conv1")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = pooling.max_pool(x, (2, 2))
     x = nn.relu(conv(self.conv_features, name="conv2")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = pooling.max_pool(x, (2, 2))
     x = x.reshape((x.shape[0], -1))  # [B, H/4 * W/4 * conv_features]
     x = nn.relu(dense(self.hidden, name="fc1")(x))
     return nn.relu(dense(self.features, name="fc2")(x))
@@ -314,3 +318,7 @@ def apply_head(
   return model.apply(
       {"params": params}, features, head, method=TransferModel.classify
   )
+
+
+# The ImageNet ResNets (resnet18/34/50, bit_r50x1, ...) register on import.
+from l2tl_jax import resnets  # noqa: E402,F401  pylint: disable=unused-import

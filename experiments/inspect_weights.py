@@ -1,0 +1,189 @@
+r"""What a weights file holds, where it maps, and what it predicts.
+
+  python -m experiments.inspect_weights FILE [--images=DIR] [--top_k=5]
+
+FILE: a torchvision/timm ResNet state dict (.safetensors; .pth where torch
+is installed), a BiT .npz, or a checkpoint directory of this project. Prints
+the detected family, the parameter count and every file key -> our path with
+shapes. With --images, runs the file's classifier on the images in DIR
+(evaluation preprocessing: torchvision resize 256 / centre crop 224 /
+ImageNet mean-std; BiT resize to 224x224 and scale to [-1, 1]) and prints
+the top-k classes. ImageNet class names are not shipped with any installed
+package; for 1000-way heads the WordNet IDs (TFDS's imagenet2012 labels.txt,
+the same sorted order as torchvision's and BiT-S's class indices) are shown
+next to the indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+import importlib.util
+import os
+from typing import Any
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from PIL import Image
+
+from l2tl_jax import models
+from l2tl_jax import weights
+
+_IMAGES = flags.DEFINE_string(
+    "images", None, "Folder of images to classify (not searched recursively).")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes shown per image.")
+_ITEM = flags.DEFINE_enum("item", "state", ["state", "best"],
+                          "For a run's checkpoint: latest or val-selected.")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
+                  ".tiff")
+EVAL_RESIZE, EVAL_CROP = 256, 224
+
+
+def imagenet_wnids() -> list[str] | None:
+  """The 1000 ImageNet-1k WordNet IDs in class-index order, if installed.
+
+  Read from tensorflow_datasets' imagenet2012 labels.txt without importing
+  tensorflow_datasets. None when it is not installed.
+  """
+  spec = importlib.util.find_spec("tensorflow_datasets")
+  if spec is None or not spec.submodule_search_locations:
+    return None
+  for root in spec.submodule_search_locations:
+    path = os.path.join(root, "datasets", "imagenet2012", "labels.txt")
+    if os.path.exists(path):
+      with open(path) as f:
+        wnids = [line.strip() for line in f if line.strip()]
+      return wnids if len(wnids) == 1000 else None
+  return None
+
+
+def load_image(path: str, family: str | None) -> np.ndarray:
+  """An image file as the family's evaluation input, uint8 [224, 224, 3]."""
+  with Image.open(path) as img:
+    img = img.convert("RGB")
+    if family is not None and family.startswith("bit"):
+      img = img.resize((EVAL_CROP, EVAL_CROP), Image.BILINEAR)
+    else:  # torchvision: Resize(256) (shorter side), CenterCrop(224).
+      w, h = img.size
+      scale = EVAL_RESIZE / min(w, h)
+      size = (max(EVAL_RESIZE, round(w * scale)),
+              max(EVAL_RESIZE, round(h * scale)))
+      img = img.resize(size, Image.BILINEAR)
+      w, h = img.size
+      left = int(round((w - EVAL_CROP) / 2.0))
+      top = int(round((h - EVAL_CROP) / 2.0))
+      img = img.crop((left, top, left + EVAL_CROP, top + EVAL_CROP))
+    return np.asarray(img, np.uint8)
+
+
+def describe(loaded: weights.Loaded) -> list[str]:
+  """Lines: family, parameter counts, and the key mapping."""
+  info = loaded.info
+  encoder = sum(int(np.prod(np.shape(x)))
+                for x in jax.tree.leaves(loaded.params.get("encoder", {})))
+  stats = sum(int(np.prod(np.shape(x)))
+              for x in jax.tree.leaves(loaded.model_state))
+  lines = [
+      f"file: {info['path']} ({info['format']})",
+      f"family: {loaded.family or 'not recognised'}  {info['description']}",
+      f"encoder_kwargs: {loaded.encoder_kwargs}",
+      f"source head: {loaded.source_head_classes or 'none'}"
+      + (" classes" if loaded.source_head_classes else ""),
+      f"parameters: {info['num_params']:,} (encoder {encoder:,}, heads "
+      f"{info['num_params'] - encoder:,}); batch statistics: {stats:,}",
+      f"mapping ({len(info['mapping'])} arrays: file key -> our path, "
+      "file shape -> our shape):",
+  ]
+  width = max((len(m.file_key) for m in info["mapping"]), default=0)
+  for m in info["mapping"]:
+    shapes = (f"{m.file_shape}" if m.file_shape == m.shape
+              else f"{m.file_shape} -> {m.shape}")
+    lines.append(f"  {m.file_key:<{width}} -> {m.path}  {shapes}")
+  ignored = info["ignored"]
+  if ignored:
+    counters = [k for k in ignored if k.endswith("num_batches_tracked")]
+    others = [k for k in ignored if k not in counters]
+    if counters:
+      lines.append(f"ignored: {len(counters)} BatchNorm step counters "
+                   "(*.num_batches_tracked)")
+    if others:
+      lines.append(f"ignored ({len(others)}): {', '.join(others)}")
+  return lines
+
+
+def predict(loaded: weights.Loaded, image_paths: Sequence[str], *,
+            top_k: int = 5, batch_size: int = 16
+            ) -> list[list[tuple[int, float]]]:
+  """Top-k (class, probability) of the file's classifier for each image."""
+  if not loaded.source_head_classes:
+    raise ValueError("The file has no classifier; nothing to predict.")
+  if loaded.family is None:
+    raise ValueError("The encoder of this checkpoint is not recognised.")
+  model = models.make_model(loaded.family,
+                            num_src_classes=loaded.source_head_classes,
+                            encoder_kwargs=loaded.encoder_kwargs)
+  variables = jax.tree.map(lambda x: np.asarray(x, np.float32),
+                           {"params": {k: v for k, v in loaded.params.items()
+                                       if k in ("encoder", "src_head")},
+                            **loaded.model_state})
+
+  @jax.jit
+  def probabilities(images):
+    features = model.apply(variables, images, train=False)
+    logits = model.apply(variables, features, "src",
+                         method=models.TransferModel.classify)
+    return jax.nn.softmax(logits)
+
+  out = []
+  for start in range(0, len(image_paths), batch_size):
+    chunk = image_paths[start:start + batch_size]
+    images = np.stack([load_image(p, loaded.family) for p in chunk])
+    probs = np.asarray(probabilities(weights.normalise(images,
+                                                       loaded.family)))
+    for row in probs:
+      best = np.argsort(-row)[:top_k]
+      out.append([(int(c), float(row[c])) for c in best])
+  return out
+
+
+def inspect(path: str, *, images: str | None = None, top_k: int = 5,
+            item: str = "state", emit: Callable[[str], Any] = print) -> None:
+  """Prints `describe` and, with `images`, the top-k predictions."""
+  loaded = weights.load(path, item=item)
+  for line in describe(loaded):
+    emit(line)
+  if images is None:
+    return
+  paths = sorted(os.path.join(images, f) for f in os.listdir(images)
+                 if f.lower().endswith(IMAGE_SUFFIXES))
+  if not paths:
+    emit(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
+    return
+  names = imagenet_wnids() if loaded.source_head_classes == 1000 else None
+  if loaded.source_head_classes == 1000:
+    emit("class names: none installed offline; showing ImageNet class "
+         "indices" + (" and WordNet IDs" if names else ""))
+  else:
+    emit(f"class names: unknown for a {loaded.source_head_classes}-way "
+         "head; showing indices")
+  for image, top in zip(paths, predict(loaded, paths, top_k=top_k)):
+    emit(f"{os.path.basename(image)}:")
+    for c, p in top:
+      emit(f"  {c:>5} {names[c] if names else '':<10} {p:.4f}")
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("Usage: python -m experiments.inspect_weights FILE "
+                         "[--images=DIR] [--top_k=5]")
+  try:
+    inspect(argv[1], images=_IMAGES.value, top_k=_TOP_K.value,
+            item=_ITEM.value)
+  except (weights.WeightsError, ValueError) as e:
+    raise SystemExit(f"error: {e}") from e
+
+
+if __name__ == "__main__":
+  app.run(main)
