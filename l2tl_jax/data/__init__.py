@@ -9,12 +9,21 @@
     state = it.get_state()      # JSON-able; it.set_state(state) resumes exactly
     for b in data.eval_batches(task.tgt_test, batch_size=256): ...  # b['mask']
 
+Preprocessing for pretrained weights (ImageNet or [-1, 1] normalisation,
+torchvision's resize + centre crop, RandomResizedCrop) is selected in the data
+config; `preprocessing_for_family('resnet50')` gives the settings a family of
+weights expects, `fill_preprocessing` fills them into a config.
+
 Everything reads through TFDS data sources (array_record; no TensorFlow) and
 grain. Bad input raises DataError naming the problem and the fix.
 """
 
 from l2tl_jax.data.builders import Idx, ImageFolder, Mnist5k, UciDigits
-from l2tl_jax.data.config import get_default_data_config
+from l2tl_jax.data.config import (
+    fill_preprocessing,
+    get_default_data_config,
+    preprocessing_for_family,
+)
 from l2tl_jax.data.errors import DataError
 from l2tl_jax.data.pipeline import (
     DevicePrefetchIterator,
@@ -53,12 +62,14 @@ __all__ = [
     'clear_cache',
     'data_sharding',
     'eval_batches',
+    'fill_preprocessing',
     'get_default_data_config',
     'joint_iterator',
     'make_data_mesh',
     'num_eval_batches',
     'open_dataset',
     'prefetch_to_device',
+    'preprocessing_for_family',
     'shard_batch',
     'split_for_pmap',
     'train_iterator',

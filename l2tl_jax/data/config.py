@@ -1,7 +1,18 @@
 """Default settings of the input module (the `config.data` sub-config)."""
 
+from typing import Any
+
 import ml_collections
 from ml_collections import config_dict
+
+from l2tl_jax.data.errors import DataError
+
+# Families of l2tl_jax.weights (Loaded.family) whose weights expect
+# torchvision / timm inputs; every family starting with 'bit' expects BiT's.
+TORCHVISION_FAMILIES = ('torchvision', 'timm', 'resnet18', 'resnet34',
+                        'resnet50', 'resnet_v1')
+# torchvision / timm's default crop share: resize 256, centre crop 224.
+CROP_PCT = 0.875
 
 
 def get_default_data_config() -> ml_collections.ConfigDict:
@@ -15,7 +26,8 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   Class lists hold original label indices (int) or class names (str).
   """
   config = ml_collections.ConfigDict()
-  # Source dataset string.
+  # Source dataset string; None: a target-only task (fine-tuning or training
+  # from scratch, with weights from config.model.init_from).
   config.source = 'mnist'
   # Source split the source examples are drawn from.
   config.source_split = 'train'
@@ -66,6 +78,23 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   config.augment = False
   # Zero padding before the random crop, in pixels.
   config.crop_padding = 4
+  # What augment does to train splits: 'pad_flip' (the pad-crop and flip
+  # above) or 'random_resized_crop' (Inception-style, as torchvision's
+  # RandomResizedCrop to image_size, plus a flip; train splits are then stored
+  # at resize_size, and unaugmented batches of them are centre crops).
+  config.train_crop = 'pad_flip'
+  # Geometry of the splits (train splits too, unless random_resized_crop):
+  # 'none' (resize_method decides), 'resize_center_crop' (torchvision: shorter
+  # side to resize_size, centre crop image_size) or 'resize' (BiT: both sides
+  # to image_size, aspect not kept).
+  config.eval_resize = 'none'
+  # Shorter side before a centre crop (resize_center_crop, and the stored
+  # size for random_resized_crop); None: round(image_size / 0.875), 224 -> 256.
+  config.resize_size = config_dict.placeholder(int)
+  # Per-batch pixel scaling: 'unit' (x / 255, in [0, 1]), 'imagenet' (x / 255,
+  # then ImageNet mean/std: torchvision/timm weights) or 'bit' (x / 127.5 - 1,
+  # in [-1, 1]: BiT weights). See preprocessing_for_family.
+  config.normalization = 'unit'
   # Splits whose preprocessed images fit in this many bytes are held in
   # memory; larger ones are read and decoded per record.
   config.in_memory_max_bytes = 2 * 1024**3
@@ -75,3 +104,76 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   # Prepare a missing catalog dataset (needs TensorFlow and network access).
   config.download = True
   return config
+
+
+def default_resize_size(image_size: int) -> int:
+  """The side resized to before cropping image_size: 224 -> 256, 128 -> 146."""
+  return int(round(image_size / CROP_PCT))
+
+
+def preprocessing_for_family(family: str, *, image_size: int | None = None
+                             ) -> dict[str, Any]:
+  """The data settings matching pretrained weights of a family.
+
+  torchvision / timm ResNets: ImageNet mean/std, 224 crops, evaluation on the
+  centre 224 of images resized to 256. BiT: [-1, 1], evaluation on images
+  resized straight to the crop size. Both train with random_resized_crop
+  (when `augment` is on) and need RGB. Settings a user gave explicitly win
+  over these: merge them on top ({**preprocessing_for_family(f), **given}),
+  or use fill_preprocessing.
+
+  Args:
+    family: 'torchvision', 'timm', a torchvision family of
+      l2tl_jax.weights ('resnet18', 'resnet34', 'resnet50', 'resnet_v1'), or
+      'bit' / any family starting with 'bit' ('bit_r50x1', 'bit_resnet').
+    image_size: crop side; None: 224 (BiT-HyperRule uses 128 for targets of
+      small images). resize_size follows it (default_resize_size).
+
+  Returns:
+    {'image_size', 'resize_size', 'channels', 'normalization', 'eval_resize',
+    'train_crop'}: values for the `config.data` fields of those names.
+
+  Raises:
+    DataError: an unknown family.
+  """
+  size = 224 if image_size is None else int(image_size)
+  common = dict(image_size=size, resize_size=default_resize_size(size),
+                channels=3, train_crop='random_resized_crop')
+  if family in TORCHVISION_FAMILIES:
+    return dict(common, normalization='imagenet',
+                eval_resize='resize_center_crop')
+  if isinstance(family, str) and family.startswith('bit'):
+    return dict(common, normalization='bit', eval_resize='resize')
+  raise DataError(
+      f'No preprocessing is known for weights of family {family!r}; use one'
+      f' of {TORCHVISION_FAMILIES} or a BiT family (bit, bit_r50x1, ...), or'
+      ' set normalization, image_size, resize_size and eval_resize yourself.'
+  )
+
+
+def fill_preprocessing(config: ml_collections.ConfigDict, family: str
+                       ) -> ml_collections.ConfigDict:
+  """A copy of a data config with a family's preprocessing filled in.
+
+  Only fields still at their default value (get_default_data_config) are
+  filled; a field set to anything else is the user's choice and wins. A
+  changed image_size is kept and resize_size follows it. (A field set
+  explicitly to its default value cannot be told apart and is filled.)
+
+  Args:
+    config: a `config.data` ConfigDict.
+    family: as in preprocessing_for_family.
+
+  Returns:
+    The new ConfigDict; `config` is not changed.
+  """
+  defaults = get_default_data_config()
+  given = {k for k in defaults.keys()
+           if k in config and config[k] != defaults[k]}
+  image_size = config.image_size if 'image_size' in given else None
+  out = config.copy_and_resolve_references()
+  for key, value in preprocessing_for_family(
+      family, image_size=image_size).items():
+    if key not in given:
+      out[key] = value
+  return out

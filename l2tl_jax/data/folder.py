@@ -341,8 +341,10 @@ def decode_image(data: bytes, name: str | Callable[[], str] = '<bytes>'
                  ) -> np.ndarray:
   """Decodes image bytes to uint8 [H, W, C], C = 1 (gray) or 3 (RGB).
 
-  Only DECODE_FORMATS are read. Palette and alpha images become RGB (alpha
-  dropped), 16-bit gray keeps its high byte.
+  Only DECODE_FORMATS are read; no mode is refused. Palette, CMYK and alpha
+  images become RGB (alpha dropped), 8-bit gray (and gray+alpha) stays gray (1
+  channel); 16-bit images are scaled to 8 bits (x / 256, i.e. the high byte:
+  65535 -> 255), not clipped.
 
   Args:
     data: the encoded file content.
@@ -358,7 +360,7 @@ def decode_image(data: bytes, name: str | Callable[[], str] = '<bytes>'
     with Image.open(io.BytesIO(data), formats=DECODE_FORMATS) as img:
       img.load()
       mode = img.mode
-      if mode in ('I', 'I;16', 'I;16B', 'I;16L', 'F'):
+      if mode in ('I', 'F') or mode.startswith('I;16'):
         arr = np.asarray(img).astype(np.float64)
         scale = 1.0 if mode == 'F' else 1.0 / 256.0
         arr = np.clip(arr * scale, 0, 255).astype(np.uint8)

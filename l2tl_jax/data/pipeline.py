@@ -2,7 +2,9 @@
 
 Training streams are endless: grain indexes batches, each batch's positions
 come from a per-epoch permutation seeded by (seed, split name, epoch), and one
-vectorised map gathers, augments and scales the whole batch. The position in
+vectorised map gathers, augments and scales the whole batch. Augmentation
+draws from a generator seeded by (seed, split name, kind, batch index), so
+the crops of every example position are fixed by the seed. The position in
 the stream is one integer, so `get_state()`/`set_state()` resume exactly.
 Splits held in memory are gathered in the calling thread (threads only add
 GIL contention at these sizes); splits read per record decode in a pool of
@@ -86,20 +88,45 @@ class _EpochBatches(grain.MapDataset):
     return out
 
 
+# Iterator-state entries recorded only when they differ from these values.
+_OPTIONAL_META = {'normalization': 'unit', 'train_crop': 'pad_flip',
+                  'crop_size': None}
+# Third entry of the augmentation seeds, one per kind of augmentation.
+_PAD_FLIP_DRAWS, _RRC_DRAWS = 1, 2
+
+
+def _fixed_crop(images: np.ndarray, split: Split) -> np.ndarray:
+  """The centre crop_size window of stored images larger than batches."""
+  if split.crop_size is None:
+    return images
+  return preprocess.center_crop(images, split.crop_size)
+
+
 def _train_batch(index: int, positions: np.ndarray, *, split: Split,
                  seed: int, augment: bool) -> dict[str, np.ndarray]:
   batch = split.get(positions)
   images = batch['image']
-  if augment:
-    rng = np.random.default_rng([seed, _stream_id(split), 1, index])
-    images = preprocess.augment_batch(images, rng,
-                                      crop_padding=split.crop_padding)
-  return {'image': preprocess.to_float(images), 'label': batch['label']}
+  if augment and split.train_crop == 'random_resized_crop':
+    rng = np.random.default_rng([seed, _stream_id(split), _RRC_DRAWS, index])
+    images = preprocess.random_resized_crop_batch(
+        images, rng, size=split.image_shape[0])
+  else:
+    images = _fixed_crop(images, split)
+    if augment:
+      rng = np.random.default_rng(
+          [seed, _stream_id(split), _PAD_FLIP_DRAWS, index])
+      images = preprocess.augment_batch(images, rng,
+                                        crop_padding=split.crop_padding)
+  return {'image': preprocess.normalize(images, split.normalization),
+          'label': batch['label']}
 
 
 def _read_options(split: Split, num_threads: int | None) -> grain.ReadOptions:
   if num_threads is None:
-    num_threads = 0 if split.in_memory else _PER_RECORD_THREADS
+    # Splits stored larger than their batches hold photographs: their crops
+    # and resizes (PIL, which releases the GIL) gain from threads.
+    light = split.in_memory and split.crop_size is None
+    num_threads = 0 if light else _PER_RECORD_THREADS
   return grain.ReadOptions(num_threads=num_threads,
                            prefetch_buffer_size=2 * num_threads)
 
@@ -107,7 +134,8 @@ def _read_options(split: Split, num_threads: int | None) -> grain.ReadOptions:
 class TrainIterator:
   """Endless shuffled batches of one split, resumable.
 
-  Yields {'image': float32 [B, H, W, C] in [0, 1], 'label': int32 [B]}.
+  Yields {'image': float32 [B, H, W, C] scaled per split.normalization
+  ([0, 1] by default), 'label': int32 [B]}.
   `get_state()` returns a JSON-able dict; `set_state()` on an iterator built
   with the same split and settings continues with exactly the next batch.
   """
@@ -134,6 +162,13 @@ class TrainIterator:
         'augment': bool(augment),
         'drop_remainder': bool(drop_remainder),
     }
+    # Recorded only when not the defaults, so earlier states stay valid.
+    if split.normalization != 'unit':
+      self._meta['normalization'] = split.normalization
+    if split.train_crop != 'pad_flip':
+      self._meta['train_crop'] = split.train_crop
+    if split.crop_size is not None:
+      self._meta['crop_size'] = int(split.crop_size)
     positions = _EpochBatches(n, batch_size, seed, _stream_id(split),
                               drop_remainder)
     ds = positions.map_with_index(functools.partial(
@@ -152,8 +187,11 @@ class TrainIterator:
 
   def set_state(self, state: Mapping[str, Any]) -> None:
     """Moves to a position saved by get_state of an identical iterator."""
-    for key, value in self._meta.items():
-      if state.get(key) != value:
+    for key in [*self._meta, *(k for k in _OPTIONAL_META
+                               if k not in self._meta)]:
+      default = _OPTIONAL_META.get(key)
+      value = self._meta.get(key, default)
+      if state.get(key, default) != value:
         raise DataError(
             f'Iterator state was saved with {key}={state.get(key)!r}, but this'
             f' iterator has {key}={value!r}; rebuild the iterator (and task)'
@@ -177,11 +215,14 @@ def train_iterator(split: Split, *, batch_size: int, seed: int,
       different splits given one seed are shuffled independently) and the
       augmentation.
     augment: random crop (after `split.crop_padding` zero padding) and
-      horizontal flip.
+      horizontal flip; for a split with train_crop 'random_resized_crop', an
+      Inception-style random resized crop to the split's image_shape and a
+      flip (without augment, splits stored larger give centre crops).
     drop_remainder: see _EpochBatches: True keeps every batch within one
       epoch; False runs batches across epoch boundaries.
     num_threads: grain reader threads; None: 0 for in-memory splits, 8 for
-      per-record splits.
+      per-record splits and splits stored larger than their batches
+      (random_resized_crop).
 
   Returns:
     A TrainIterator yielding {'image': float32 [B, H, W, C],
@@ -239,7 +280,8 @@ def _eval_batch(start: int, *, split: Split, batch_size: int
   stop = min(n, start + batch_size)
   batch = split.get(np.arange(start, stop))
   real = stop - start
-  images = preprocess.to_float(batch['image'])
+  images = preprocess.normalize(_fixed_crop(batch['image'], split),
+                                split.normalization)
   labels = batch['label']
   mask = np.ones(batch_size, np.float32)
   if real < batch_size:
@@ -271,7 +313,8 @@ def eval_batches(split: Split, *, batch_size: int,
     num_threads: as in train_iterator.
 
   Yields:
-    {'image': float32 [B, H, W, C], 'label': int32 [B], 'mask': float32 [B]}.
+    {'image': float32 [B, H, W, C] (scaled per split.normalization; centre
+    crops of splits stored larger), 'label': int32 [B], 'mask': float32 [B]}.
   """
   if batch_size < 1:
     raise DataError(f'batch_size must be positive, got {batch_size}.')

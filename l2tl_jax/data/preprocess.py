@@ -1,11 +1,19 @@
 """Image preprocessing on uint8 numpy arrays: channels, size, scale, crops.
 
 Geometry and channels are applied once, when a split is loaded (the results
-stay uint8); scaling to [0, 1] and augmentation are applied per batch, over the
+stay uint8); normalisation and augmentation are applied per batch, over the
 whole batch at once.
+
+Besides the small-benchmark geometry ('auto', 'pad', 'resize'), the methods
+that pretrained ImageNet weights expect are here, with torchvision's rounding:
+'resize_center_crop' (Resize(resize_size) then CenterCrop(image_size)),
+'squash' (BiT: both sides to image_size), the Inception-style
+random_resized_crop_batch, and the normalisations of NORMALIZATIONS.
 """
 
 import dataclasses
+import functools
+import math
 
 import numpy as np
 from PIL import Image
@@ -16,7 +24,28 @@ from l2tl_jax.data.errors import DataError
 # reference (RGB SVHN -> gray).
 GRAY_WEIGHTS = np.array([0.2989, 0.5870, 0.1140], np.float32)
 
-RESIZE_METHODS = ('auto', 'pad', 'resize')
+RESIZE_METHODS = ('auto', 'pad', 'resize', 'resize_center_crop', 'squash')
+
+# Per-batch scaling of uint8 pixels: 'unit' x / 255 (in [0, 1]); 'imagenet'
+# (x / 255 - IMAGENET_MEAN) / IMAGENET_STD (torchvision / timm weights); 'bit'
+# x / 127.5 - 1 (in [-1, 1], BiT weights).
+NORMALIZATIONS = ('unit', 'imagenet', 'bit')
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, of values in [0, 1].
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# What `augment` does to train splits: today's zero-pad, random crop and flip,
+# or torchvision's RandomResizedCrop and flip.
+TRAIN_CROPS = ('pad_flip', 'random_resized_crop')
+# Geometry of the splits (config.data.eval_resize): 'none' leaves it to
+# ImageSpec.resize_method; the others select 'resize_center_crop' / 'squash'.
+EVAL_RESIZES = ('none', 'resize_center_crop', 'resize')
+
+# torchvision RandomResizedCrop's defaults: the crop's share of the image
+# area, its aspect ratio (width / height), and the draws before falling back
+# to a centre crop.
+RRC_SCALE = (0.08, 1.0)
+RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+RRC_ATTEMPTS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,12 +58,18 @@ class ImageSpec:
     resize_method: 'auto' zero-pads images that fit and are at most a quarter
       smaller than `image_size` (MNIST 28 -> 32, as the reference) and resizes
       all others; 'pad' only pads (centred); 'resize' only resizes (bilinear,
-      antialiased; the shorter side to `image_size`, then a centre crop).
+      antialiased; the shorter side to `image_size`, then a centre crop);
+      'resize_center_crop' is torchvision's eval transform (the shorter side
+      to `resize_size`, then the centre image_size x image_size);
+      'squash' resizes both sides to `image_size`, aspect not kept (BiT).
+    resize_size: the shorter side before the centre crop of
+      'resize_center_crop' (>= image_size); unused by the other methods.
   """
 
   image_size: int | None = 32
   channels: int | None = 1
   resize_method: str = 'auto'
+  resize_size: int | None = None
 
   def __post_init__(self):
     if self.resize_method not in RESIZE_METHODS:
@@ -49,6 +84,18 @@ class ImageSpec:
       )
     if self.image_size is not None and self.image_size < 1:
       raise DataError(f'image_size must be positive, got {self.image_size}.')
+    if self.resize_method in ('resize_center_crop', 'squash'):
+      if self.image_size is None:
+        raise DataError(
+            f'resize_method={self.resize_method!r} needs an image_size (e.g.'
+            ' 224).'
+        )
+    if self.resize_method == 'resize_center_crop' and (
+        self.resize_size is None or self.resize_size < self.image_size):
+      raise DataError(
+          f'resize_size={self.resize_size} must be at least image_size='
+          f'{self.image_size} (torchvision: resize 256, crop 224).'
+      )
 
   def output_shape(
       self, native_shape: tuple[int, int, int]
@@ -150,6 +197,89 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
   return out.reshape(size, size, c)
 
 
+def pil_resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes one uint8 image [H, W, C] to [height, width, C] with PIL.
+
+  Bilinear, antialiased when shrinking (PIL's filter, as torchvision's Resize
+  on PIL images). Channel counts other than 3 are resized one at a time.
+
+  Args:
+    image: uint8 [H, W, C].
+    height: output height.
+    width: output width.
+
+  Returns:
+    uint8 [height, width, C] (`image` itself when the size is unchanged).
+  """
+  h, w, c = image.shape
+  if (h, w) == (height, width):
+    return image
+  if c == 3:
+    out = Image.fromarray(np.ascontiguousarray(image)).resize(
+        (width, height), Image.BILINEAR)
+    return np.asarray(out)
+  out = np.empty((height, width, c), np.uint8)
+  for k in range(c):
+    plane = Image.fromarray(np.ascontiguousarray(image[..., k]))
+    out[..., k] = np.asarray(plane.resize((width, height), Image.BILINEAR))
+  return out
+
+
+def shorter_side_shape(h: int, w: int, size: int) -> tuple[int, int]:
+  """(H', W') with the shorter side `size`, the longer one truncated.
+
+  torchvision's Resize(size) rule: new_long = int(size * long / short).
+
+  Args:
+    h: image height.
+    w: image width.
+    size: the new shorter side.
+
+  Returns:
+    (new height, new width).
+  """
+  if h <= w:
+    return size, int(size * w / h)
+  return int(size * h / w), size
+
+
+def center_crop(images: np.ndarray, size: int) -> np.ndarray:
+  """The centre size x size window of images [..., H, W, C] (a view).
+
+  Offsets as torchvision's CenterCrop: round((H - size) / 2), Python's
+  rounding (halves to even).
+
+  Args:
+    images: [..., H, W, C] with H, W >= size.
+    size: output side.
+
+  Returns:
+    [..., size, size, C].
+  """
+  h, w = images.shape[-3], images.shape[-2]
+  if h < size or w < size:
+    raise DataError(f'Cannot centre-crop {h}x{w} images to {size}x{size}.')
+  top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+  return images[..., top : top + size, left : left + size, :]
+
+
+def resize_center_crop(image: np.ndarray, resize_size: int,
+                       crop_size: int) -> np.ndarray:
+  """torchvision's Resize(resize_size) then CenterCrop(crop_size).
+
+  Args:
+    image: uint8 [H, W, C].
+    resize_size: the shorter side after resizing (>= crop_size).
+    crop_size: output side.
+
+  Returns:
+    uint8 [crop_size, crop_size, C].
+  """
+  h, w, _ = image.shape
+  resized = pil_resize(image, *shorter_side_shape(h, w, resize_size))
+  return np.ascontiguousarray(center_crop(resized, crop_size))
+
+
 def preprocess_images(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
   """Converts equally shaped uint8 images to `spec` (channels, then size).
 
@@ -165,8 +295,19 @@ def preprocess_images(images: np.ndarray, spec: ImageSpec) -> np.ndarray:
     return images
   n, h, w, c = images.shape
   size = spec.image_size
+  if spec.resize_method == 'resize_center_crop':
+    # No shortcut for size x size inputs: they are resized to resize_size.
+    out = np.empty((n, size, size, c), np.uint8)
+    for i in range(n):
+      out[i] = resize_center_crop(images[i], spec.resize_size, size)
+    return out
   if (h, w) == (size, size):
     return images
+  if spec.resize_method == 'squash':
+    out = np.empty((n, size, size, c), np.uint8)
+    for i in range(n):
+      out[i] = pil_resize(images[i], size, size)
+    return out
   if _chooses_pad(h, w, spec):
     return pad_to(images, size)
   out = np.empty((n, size, size, c), np.uint8)
@@ -183,6 +324,59 @@ def preprocess_image(image: np.ndarray, spec: ImageSpec) -> np.ndarray:
 def to_float(images: np.ndarray) -> np.ndarray:
   """Scales uint8 images to float32 in [0, 1] (x / 255)."""
   return np.multiply(images, np.float32(1.0 / 255.0), dtype=np.float32)
+
+
+def normalize(images: np.ndarray, method: str = 'unit') -> np.ndarray:
+  """Scales uint8 images to the float32 inputs a model was trained on.
+
+  Args:
+    images: uint8 [..., C]; C = 3 (RGB) for 'imagenet'.
+    method: one of NORMALIZATIONS. 'unit' is exactly to_float; 'imagenet'
+      and 'bit' are computed as l2tl_jax.weights.normalise computes them.
+
+  Returns:
+    float32 [..., C].
+  """
+  if method == 'unit':
+    return to_float(images)
+  if method not in NORMALIZATIONS:
+    raise DataError(
+        f'Unknown normalization {method!r}; use one of {NORMALIZATIONS}.'
+    )
+  images = np.asarray(images)
+  if method == 'imagenet' and images.shape[-1] != 3:
+    raise DataError(
+        f'ImageNet normalisation needs RGB images, got {images.shape[-1]}'
+        ' channel(s); set channels=3 in the data config.'
+    )
+  if method == 'bit' or images.dtype != np.uint8:
+    return _normalize_formula(images.astype(np.float32), method)
+  # A table of the 256 values per channel: the same numbers as the formula,
+  # without its float temporaries (about twice as fast).
+  table = _imagenet_table()
+  images = np.ascontiguousarray(images)
+  out = np.empty(images.shape, np.float32)
+  for k in range(3):
+    np.take(table[k], images[..., k], out=out[..., k])
+  return out
+
+
+def _normalize_formula(x: np.ndarray, method: str) -> np.ndarray:
+  """normalize on float32 values (x in 0..255)."""
+  if method == 'bit':
+    return x / np.float32(127.5) - np.float32(1.0)
+  mean = np.asarray(IMAGENET_MEAN, np.float32)
+  std = np.asarray(IMAGENET_STD, np.float32)
+  return (x / np.float32(255.0) - mean) / std
+
+
+@functools.cache
+def _imagenet_table() -> np.ndarray:
+  """float32 [3, 256]: ImageNet normalisation of 0..255, per channel."""
+  values = np.repeat(np.arange(256, dtype=np.float32)[:, None], 3, axis=1)
+  table = np.ascontiguousarray(_normalize_formula(values, 'imagenet').T)
+  table.setflags(write=False)
+  return table
 
 
 def augment_batch(
@@ -214,4 +408,92 @@ def augment_batch(
   for k in range(b):  # Slicing per example beats one fancy-index gather.
     crop = padded[k, off_y[k] : off_y[k] + h, off_x[k] : off_x[k] + w]
     out[k] = crop[:, ::-1] if flip[k] else crop
+  return out
+
+
+def random_resized_crop_params(
+    rng: np.random.Generator, batch: int, height: int, width: int, *,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO, attempts: int = RRC_ATTEMPTS,
+) -> np.ndarray:
+  """Crop windows of torchvision's RandomResizedCrop, for a whole batch.
+
+  Per example, up to `attempts` candidates (area share uniform in `scale`,
+  log aspect ratio uniform in log `ratio`, sides rounded); the first that
+  fits is placed uniformly; if none fits, the centre crop of the image
+  clamped to `ratio`. Every random number is drawn up front, a fixed count
+  per batch, so the windows depend only on the generator's seed.
+
+  Args:
+    rng: decides the windows.
+    batch: number of windows B.
+    height: image height H.
+    width: image width W.
+    scale: (min, max) share of the image area.
+    ratio: (min, max) aspect ratio, width / height.
+    attempts: candidates per example before the fallback.
+
+  Returns:
+    int64 [B, 4]: (top, left, crop height, crop width) per example.
+  """
+  area = height * width
+  share = rng.uniform(scale[0], scale[1], size=(batch, attempts))
+  log_ratio = rng.uniform(math.log(ratio[0]), math.log(ratio[1]),
+                          size=(batch, attempts))
+  place = rng.random(size=(batch, 2))  # Offsets, as a share of the slack.
+  aspect = np.exp(log_ratio)
+  # np.round, like Python's round in torchvision, sends halves to even.
+  w = np.round(np.sqrt(area * share * aspect)).astype(np.int64)
+  h = np.round(np.sqrt(area * share / aspect)).astype(np.int64)
+  fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # [B, attempts]
+  first = np.argmax(fits, axis=1)
+  any_fits = fits.any(axis=1)
+  rows = np.arange(batch)
+  crop_h, crop_w = h[rows, first], w[rows, first]
+  top = np.floor(place[:, 0] * (height - crop_h + 1)).astype(np.int64)
+  left = np.floor(place[:, 1] * (width - crop_w + 1)).astype(np.int64)
+  # torchvision's fallback: the whole image, clamped to the ratio range.
+  in_ratio = width / height
+  if in_ratio < min(ratio):
+    fb_w, fb_h = width, int(round(width / min(ratio)))
+  elif in_ratio > max(ratio):
+    fb_h, fb_w = height, int(round(height * max(ratio)))
+  else:
+    fb_h, fb_w = height, width
+  out = np.stack([top, left, crop_h, crop_w], axis=1)
+  out[~any_fits] = ((height - fb_h) // 2, (width - fb_w) // 2, fb_h, fb_w)
+  return out
+
+
+def random_resized_crop_batch(
+    images: np.ndarray, rng: np.random.Generator, *, size: int,
+    scale: tuple[float, float] = RRC_SCALE,
+    ratio: tuple[float, float] = RRC_RATIO,
+) -> np.ndarray:
+  """Inception-style crops: a random window resized to size, and a flip.
+
+  torchvision's RandomResizedCrop(size) then RandomHorizontalFlip(): windows
+  from random_resized_crop_params, each cropped then resized (bilinear,
+  antialiased, PIL), and flipped with probability 1/2. The windows, then the
+  flips, are drawn from `rng` for the whole batch at once.
+
+  Args:
+    images: uint8 [B, H, W, C].
+    rng: decides windows and flips.
+    size: output side.
+    scale: (min, max) share of the image area.
+    ratio: (min, max) aspect ratio.
+
+  Returns:
+    uint8 [B, size, size, C].
+  """
+  b, h, w, c = images.shape
+  windows = random_resized_crop_params(rng, b, h, w, scale=scale, ratio=ratio)
+  flip = rng.random(size=b) < 0.5
+  out = np.empty((b, size, size, c), np.uint8)
+  for k, (top, left, crop_h, crop_w) in enumerate(windows):
+    crop = np.ascontiguousarray(
+        images[k, top : top + crop_h, left : left + crop_w])
+    resized = pil_resize(crop, size, size)
+    out[k] = resized[:, ::-1] if flip[k] else resized
   return out

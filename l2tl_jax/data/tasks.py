@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
+from l2tl_jax.data import config as config_lib
 from l2tl_jax.data import preprocess
 from l2tl_jax.data import sources
 from l2tl_jax.data.errors import DataError
@@ -34,8 +35,14 @@ class Split:
     indices: int64 [N], record indices within `dataset_split`, ascending.
     labels: int32 [N], labels after class selection / remapping.
     class_names: names of the new labels.
-    image_shape: (H, W, C) of the preprocessed images.
+    image_shape: (H, W, C) of the images in batches (after crop_size).
     crop_padding: zero padding of the random crop when augmenting.
+    normalization: per-batch pixel scaling (preprocess.NORMALIZATIONS).
+    train_crop: what augmenting does (preprocess.TRAIN_CROPS).
+    crop_size: side of the batch images when the stored ones are larger
+      (random_resized_crop train splits, stored at resize_size): augmented
+      batches are random resized crops to it, the others centre crops; None:
+      batches have the stored size.
   """
 
   name: str
@@ -48,6 +55,9 @@ class Split:
   crop_padding: int
   _loaded: sources.LoadedSplit
   _images: np.ndarray | None = dataclasses.field(default=None, repr=False)
+  normalization: str = 'unit'
+  train_crop: str = 'pad_flip'
+  crop_size: int | None = None
 
   def __post_init__(self):
     images = self._loaded.images
@@ -70,13 +80,14 @@ class Split:
     return self._images is not None
 
   def get(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-    """Returns examples at positions 0..N-1 of this split.
+    """Returns examples at positions 0..N-1 of this split, as stored.
 
     Args:
       positions: int [B].
 
     Returns:
-      {'image': uint8 [B, H, W, C], 'label': int32 [B]}.
+      {'image': uint8 [B, H, W, C], 'label': int32 [B]}; H, W are the stored
+      size (resize_size, before the batch crop, when crop_size is set).
     """
     if self._images is not None:
       images = self._images[positions]
@@ -112,7 +123,8 @@ class TransferTask:
   """The splits of one source -> target transfer experiment.
 
   Attributes:
-    src_train: source examples the model trains on.
+    src_train: source examples the model trains on; None for a target-only
+      task (config.source None).
     src_test: source examples for evaluating pre-training (None if not asked).
     tgt_train: target train examples.
     tgt_val: target validation examples (the L2TL reward); None if not asked.
@@ -129,7 +141,7 @@ class TransferTask:
       directory's content fingerprint); None where not on disk (mocks).
   """
 
-  src_train: Split
+  src_train: Split | None
   src_test: Split | None
   tgt_train: Split
   tgt_val: Split | None
@@ -302,6 +314,10 @@ class Draw:
   split: str
   per_class: int | None
   field: str
+  # Preprocessing of this split's images; None: draw_splits' `spec`.
+  spec: preprocess.ImageSpec | None = None
+  # Batch-time crop side (Split.crop_size); None: no crop.
+  crop_size: int | None = None
 
 
 def _class_pool(dataset: sources.Dataset, split: str, labels_map: LabelMap, *,
@@ -336,7 +352,8 @@ def draw_splits(
     dataset: sources.Dataset, labels_map: LabelMap, draws: Sequence[Draw], *,
     spec: preprocess.ImageSpec, seed: int, shuffle: bool,
     in_memory_max_bytes: int, crop_padding: int,
-    classes_field: str = 'the class list',
+    classes_field: str = 'the class list', normalization: str = 'unit',
+    train_crop: str = 'pad_flip',
 ) -> dict[str, Split]:
   """Draws the examples of several splits of one dataset, per class.
 
@@ -349,12 +366,14 @@ def draw_splits(
     dataset: the opened Dataset.
     labels_map: original -> new labels.
     draws: the splits to draw, in consumption order.
-    spec: preprocessing.
+    spec: preprocessing of the draws that name none.
     seed: seed of the per-class permutations (when `shuffle`).
     shuffle: permute each class's examples; else take them in file order.
     in_memory_max_bytes: see sources.load_split.
     crop_padding: stored on the splits for augmentation.
     classes_field: the config field that keeps classes, for messages.
+    normalization: stored on the splits for batching.
+    train_crop: stored on the splits for augmentation.
 
   Returns:
     Role name -> Split.
@@ -371,9 +390,10 @@ def draw_splits(
           f'{draw.field} must be a positive number of examples per class or'
           f' None (all), got {draw.per_class}.'
       )
+    draw_spec = spec if draw.spec is None else draw.spec
     if draw.split not in pools:
       pools[draw.split] = _class_pool(
-          dataset, draw.split, labels_map, spec=spec, seed=seed,
+          dataset, draw.split, labels_map, spec=draw_spec, seed=seed,
           shuffle=shuffle, in_memory_max_bytes=in_memory_max_bytes)
     pool = pools[draw.split]
     chosen = []
@@ -405,6 +425,12 @@ def draw_splits(
           ' the per-class counts.'
       )
     loaded = pool['loaded']
+    if loaded.spec != draw_spec:  # One dataset split, two geometries.
+      loaded = sources.load_split(dataset, draw.split, spec=draw_spec,
+                                  in_memory_max_bytes=in_memory_max_bytes)
+    image_shape = tuple(loaded.image_shape)
+    if draw.crop_size is not None:
+      image_shape = (draw.crop_size, draw.crop_size, image_shape[2])
     out[draw.name] = Split(
         name=draw.name,
         dataset=dataset.name,
@@ -412,9 +438,12 @@ def draw_splits(
         indices=indices,
         labels=pool['new'][indices].astype(np.int32),
         class_names=labels_map.class_names,
-        image_shape=tuple(loaded.image_shape),
+        image_shape=image_shape,
         crop_padding=crop_padding,
         _loaded=loaded,
+        normalization=normalization,
+        train_crop=train_crop,
+        crop_size=draw.crop_size,
     )
   return out
 
@@ -460,6 +489,84 @@ def _as_tuple(value: Any) -> tuple | None:
   return tuple(value)
 
 
+def _choice(config: ml_collections.ConfigDict, field: str, default: str,
+            allowed: tuple[str, ...]) -> str:
+  value = config.get(field, default)
+  if value not in allowed:
+    raise DataError(f'Unknown {field} {value!r}; use one of {allowed}.')
+  return value
+
+
+def image_specs(config: ml_collections.ConfigDict
+                ) -> tuple[preprocess.ImageSpec, preprocess.ImageSpec,
+                           int | None]:
+  """The geometry a data config asks for.
+
+  Args:
+    config: the `config.data` ConfigDict.
+
+  Returns:
+    (eval_spec, train_spec, crop_size): the ImageSpec of every split but the
+    train ones (src_train, tgt_train), theirs, and their batch-time crop side
+    (None unless train_crop is 'random_resized_crop', which stores them at
+    resize_size x resize_size and crops image_size per batch).
+
+  Raises:
+    DataError: an unknown setting, or one that needs an image_size.
+  """
+  image_size, channels = config.image_size, config.channels
+  eval_resize = _choice(config, 'eval_resize', 'none', preprocess.EVAL_RESIZES)
+  train_crop = _choice(config, 'train_crop', 'pad_flip', preprocess.TRAIN_CROPS)
+  resize_size = config.get('resize_size')
+  for field, value, default in (('eval_resize', eval_resize, 'none'),
+                                ('train_crop', train_crop, 'pad_flip')):
+    if value != default and image_size is None:
+      raise DataError(
+          f'{field}={value!r} needs image_size (the crop side, e.g. 224);'
+          ' set it in the data config.'
+      )
+  if resize_size is None and image_size is not None:
+    resize_size = config_lib.default_resize_size(image_size)
+  if eval_resize == 'none':
+    eval_spec = preprocess.ImageSpec(
+        image_size=image_size, channels=channels,
+        resize_method=config.get('resize_method', 'auto'))
+  elif eval_resize == 'resize_center_crop':
+    eval_spec = preprocess.ImageSpec(image_size, channels,
+                                     'resize_center_crop', int(resize_size))
+  else:
+    eval_spec = preprocess.ImageSpec(image_size, channels, 'squash')
+  if train_crop == 'pad_flip':
+    return eval_spec, eval_spec, None
+  if resize_size < image_size:
+    raise DataError(
+        f'resize_size={resize_size} must be at least image_size={image_size}:'
+        ' random_resized_crop crops image_size from images stored at'
+        ' resize_size (e.g. 256 for 224).'
+    )
+  train_spec = preprocess.ImageSpec(int(resize_size), channels,
+                                    'resize_center_crop', int(resize_size))
+  return eval_spec, train_spec, int(image_size)
+
+
+def _source_splits(config, common, train, data_dir, download):
+  """(source splits by role, the opened dataset, its kept class names)."""
+  src_ds = sources.open_dataset(config.source, data_dir=data_dir,
+                                download=download)
+  src_map = label_map(src_ds.class_names, _as_tuple(config.source_classes),
+                      None, dataset=config.source, field='source_classes')
+  src_draws = [Draw('src_train', config.source_split,
+                    config.get('source_train_per_class'),
+                    'source_train_per_class', **train)]
+  if config.get('source_test_split'):
+    src_draws.append(Draw('src_test', config.source_test_split,
+                          config.get('source_test_per_class'),
+                          'source_test_per_class'))
+  src = draw_splits(src_ds, src_map, src_draws, classes_field='source_classes',
+                    **common)
+  return src, src_ds, list(src_map.class_names)
+
+
 def build_task(config: ml_collections.ConfigDict) -> TransferTask:
   """Builds the source and target splits described by a data config.
 
@@ -472,31 +579,24 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
   Raises:
     DataError: any dataset, class or count that cannot be honoured.
   """
-  spec = preprocess.ImageSpec(
-      image_size=config.image_size, channels=config.channels,
-      resize_method=config.get('resize_method', 'auto'),
-  )
+  spec, train_spec, crop_size = image_specs(config)
+  normalization = _choice(config, 'normalization', 'unit',
+                          preprocess.NORMALIZATIONS)
   data_dir = config.get('data_dir')
   download = config.get('download', True)
   max_bytes = int(config.get('in_memory_max_bytes', 2 * 1024**3))
   crop_padding = int(config.get('crop_padding', 4))
   common = dict(spec=spec, seed=int(config.split_seed),
                 shuffle=bool(config.split_shuffle),
-                in_memory_max_bytes=max_bytes, crop_padding=crop_padding)
+                in_memory_max_bytes=max_bytes, crop_padding=crop_padding,
+                normalization=normalization,
+                train_crop=config.get('train_crop', 'pad_flip'))
+  train = dict(spec=train_spec, crop_size=crop_size)
 
-  src_ds = sources.open_dataset(config.source, data_dir=data_dir,
-                                download=download)
-  src_map = label_map(src_ds.class_names, _as_tuple(config.source_classes),
-                      None, dataset=config.source, field='source_classes')
-  src_draws = [Draw('src_train', config.source_split,
-                    config.get('source_train_per_class'),
-                    'source_train_per_class')]
-  if config.get('source_test_split'):
-    src_draws.append(Draw('src_test', config.source_test_split,
-                          config.get('source_test_per_class'),
-                          'source_test_per_class'))
-  src = draw_splits(src_ds, src_map, src_draws, classes_field='source_classes',
-                    **common)
+  src, src_ds, src_names = {}, None, []
+  if config.source is not None:  # None: a target-only task.
+    src, src_ds, src_names = _source_splits(config, common, train, data_dir,
+                                            download)
 
   tgt_ds = sources.open_dataset(config.target, data_dir=data_dir,
                                 download=download)
@@ -504,7 +604,8 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
                       config.get('target_label_mod'), dataset=config.target,
                       field='target_classes')
   tgt_draws = [Draw('tgt_train', config.target_train_split,
-                    config.target_train_per_class, 'target_train_per_class')]
+                    config.target_train_per_class, 'target_train_per_class',
+                    **train)]
   if config.get('target_val_split'):
     tgt_draws.append(Draw('tgt_val', config.target_val_split,
                           config.target_val_per_class, 'target_val_per_class'))
@@ -522,18 +623,26 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
         f' in different shapes {sorted(shapes)}; one encoder needs one shape.'
         ' Set image_size and channels in the config.'
     )
+  image_shape = shapes.pop()
+  if normalization == 'imagenet' and image_shape[-1] != 3:
+    raise DataError(
+        f"normalization='imagenet' needs RGB images, but the task's have"
+        f' {image_shape[-1]} channel(s); set channels=3 in the data config.'
+    )
+  datasets = {config.target: tgt_ds}
+  if src_ds is not None:
+    datasets = {config.source: src_ds, **datasets}
   return TransferTask(
-      src_train=src['src_train'],
+      src_train=src.get('src_train'),
       src_test=src.get('src_test'),
       tgt_train=tgt['tgt_train'],
       tgt_val=tgt.get('tgt_val'),
       tgt_test=tgt.get('tgt_test'),
-      src_class_names=list(src_map.class_names),
+      src_class_names=src_names,
       tgt_class_names=list(tgt_map.class_names),
-      image_shape=shapes.pop(),
+      image_shape=image_shape,
       config=config.to_dict(),
-      resolved={config.source: src_ds.resolved, config.target: tgt_ds.resolved},
-      notes=tuple(dict.fromkeys((*src_ds.notes, *tgt_ds.notes))),
-      data_ids={config.source: src_ds.cache_key,
-                config.target: tgt_ds.cache_key},
+      resolved={k: d.resolved for k, d in datasets.items()},
+      notes=tuple(dict.fromkeys(n for d in datasets.values() for n in d.notes)),
+      data_ids={k: d.cache_key for k, d in datasets.items()},
   )
