@@ -32,6 +32,7 @@ from l2tl_jax import data
 from l2tl_jax import loading
 from l2tl_jax import train
 from l2tl_jax import validation
+from l2tl_jax import weights
 
 LOG_FILE = "l2tl.log"
 LEVELS = {"quiet": logging.ERROR, "warning": logging.WARNING,
@@ -43,8 +44,8 @@ _LOG_LEVEL = flags.DEFINE_enum(
 
 USER_ERRORS = (data.DataError, validation.ConfigError,
                train.ConfigMismatchError, train.NonFiniteError,
-               loading.MergeError, checkpointing.LockedError,
-               checkpointing.DamagedError)
+               loading.MergeError, weights.WeightsError,
+               checkpointing.LockedError, checkpointing.DamagedError)
 _OURS = tuple(os.sep + name + os.sep for name in ("l2tl_jax", "experiments"))
 
 

@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -55,15 +56,35 @@ class Parts(NamedTuple):
   eval_step: Any
 
 
+DTYPES = ("float32", "bfloat16")
+
+
 def make_model(config: ml_collections.ConfigDict, *, heads: tuple[str, ...],
                shapes: Shapes, axis_name: str | None = None
                ) -> models.TransferModel:
-  """The config's encoder with the given heads ('src_head', 'tgt_head')."""
+  """The config's encoder with the given heads ('src_head', 'tgt_head').
+
+  config.model.dtype other than float32 becomes the encoder's `dtype`
+  (activations and matmuls; params, optimiser state, heads, losses and
+  softmax stay float32).
+
+  Raises:
+    ValueError: a reduced precision for an encoder without a dtype field.
+  """
+  kwargs = config.model.encoder_kwargs.to_dict()
+  dtype = config.model.get("dtype", "float32")
+  if dtype != "float32":
+    if "dtype" not in models.encoder_fields(config.model.encoder):
+      raise ValueError(
+          f"config.model.dtype={dtype!r} needs an encoder with a dtype field "
+          f"(the ImageNet ResNets); {config.model.encoder!r} computes in "
+          "float32 only.")
+    kwargs.setdefault("dtype", getattr(jnp, dtype))
   return models.make_model(
       config.model.encoder,
       num_src_classes=shapes.num_src_classes if "src_head" in heads else 0,
       num_tgt_classes=shapes.num_tgt_classes if "tgt_head" in heads else 0,
-      encoder_kwargs=config.model.encoder_kwargs.to_dict(),
+      encoder_kwargs=kwargs,
       axis_name=axis_name,
   )
 
@@ -100,6 +121,7 @@ def l2tl_options(
           config.l2tl.fixed_alpha),
       weight_decay=config.train.weight_decay,
       decay_set=decay_set(config, method),
+      bn_mode=config.model.get("bn_mode", "joint"),
   )
 
 
@@ -151,13 +173,14 @@ def supervised_parts(
     model_state: Any,
     rng: jax.Array,
     par: parallel.Parallelism,
+    bn_mode: str = "joint",
 ) -> tuple[train_state.TrainState, steps.StepFn]:
   """Placed train state and compiled supervised step of one head."""
   state = train_state.create(params=params, model_state=model_state, tx=tx,
                              rng=rng)
   step = steps.make_supervised_step(
       model=model, tx=tx, head=head, weight_decay=weight_decay,
-      decay_set=decay_set, parallelism=par)
+      decay_set=decay_set, parallelism=par, bn_mode=bn_mode)
   return par.put_replicated(state), step
 
 
@@ -208,7 +231,8 @@ def target_stage(
     state, step = supervised_parts(
         model=model, tx=tx, head="tgt", weight_decay=config.train.weight_decay,
         decay_set=decay_set(config, method), params=params,
-        model_state=model_state, rng=rng, par=par)
+        model_state=model_state, rng=rng, par=par,
+        bn_mode=config.model.get("bn_mode", "joint"))
     return Parts(model, tx, None, None, state, step, eval_step)
   options = l2tl_options(config, method, class_weights)
   p_tx = p_params = None

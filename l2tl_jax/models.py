@@ -15,6 +15,7 @@ as ``model_state``.
 from __future__ import annotations
 
 from collections.abc import Callable
+import dataclasses
 import functools
 from typing import Any
 
@@ -44,6 +45,18 @@ def register_encoder(name: str):
 def encoder_names() -> list[str]:
   """Names accepted by `make_encoder`."""
   return sorted(_ENCODERS)
+
+
+def encoder_fields(name: str) -> tuple[str, ...]:
+  """The constructor fields of the encoder registered as `name`."""
+  return tuple(getattr(_ENCODERS.get(name), "__dataclass_fields__", {}))
+
+
+def encoder_defaults(name: str) -> dict[str, Any]:
+  """Default values of the encoder's constructor fields that have one."""
+  fields = getattr(_ENCODERS.get(name), "__dataclass_fields__", {})
+  return {k: f.default for k, f in fields.items()
+          if f.default is not dataclasses.MISSING}
 
 
 def make_encoder(name: str, **kwargs) -> nn.Module:

@@ -70,6 +70,8 @@ class L2TLOptions:
     samples_loop: how the S rollouts are compiled: 'vmap' (one batched
       program) or 'unroll' (S copies; on XLA:CPU, where batched convolutions
       with per-sample weights are slow, about 1.5x faster for S = 4).
+    bn_mode: batch statistics of the joint batch: 'joint', 'target' or
+      'frozen' (see `outer.JointProblem`; config.model.bn_mode).
   """
 
   num_levels: int = 100
@@ -92,6 +94,7 @@ class L2TLOptions:
   estimator: str = "reinforce"
   num_samples: int = 1
   samples_loop: str = "vmap"
+  bn_mode: str = "joint"
 
   def __post_init__(self):
     if self.estimator not in estimators.CONFIG_NAMES:
@@ -127,6 +130,9 @@ class L2TLOptions:
           "src_normalization must be 'reference' or 'mean', got "
           f"{self.src_normalization!r}"
       )
+    if self.bn_mode not in outer.BN_MODES:
+      raise ValueError(
+          f"bn_mode must be one of {outer.BN_MODES}, got {self.bn_mode!r}")
     if self.inner_loop not in outer.INNER_LOOPS:
       raise ValueError(
           f"inner_loop must be 'unroll' or 'scan', got {self.inner_loop!r}"
@@ -164,17 +170,18 @@ class L2TLOptions:
       fixed_alpha: float | None,
       weight_decay: float,
       decay_set: str,
+      bn_mode: str = "joint",
   ) -> "L2TLOptions":
     """Options from a resolved config.l2tl block plus the method's choices.
 
     Every field of this class that config.l2tl names is read from it (so an
     option is one field here and one commented field in
     experiments/configs/default.py); the method decides the fixed weights
-    and alpha, the train block the weight decay.
+    and alpha, the train block the weight decay, the model block bn_mode.
     """
     fixed = {"fixed_class_weights": fixed_class_weights,
              "fixed_alpha": fixed_alpha, "weight_decay": weight_decay,
-             "decay_set": decay_set}
+             "decay_set": decay_set, "bn_mode": bn_mode}
     read = {f.name: l2tl_config[f.name] for f in dataclasses.fields(cls)
             if f.name not in fixed and f.name in l2tl_config}
     return cls(**read, **fixed)

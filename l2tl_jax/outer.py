@@ -36,6 +36,8 @@ Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 SRC_NORMALIZATIONS = ("reference", "mean")
 INNER_LOOPS = ("unroll", "scan")
+# How encoders with batch statistics treat the joint batch (see JointProblem).
+BN_MODES = ("joint", "target", "frozen")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,13 @@ class JointProblem:
       weighted loss / #non-zero) or 'mean' (raw weights, / B).
     inner_loop: 'unroll' or 'scan' (see `rollout`).
     axis_name: the pmap axis, or None for a global batch.
+    bn_mode: batch statistics of encoders that have them. 'joint': source
+      and target examples are normalised together by the statistics of the
+      joint batch, which also update the running averages (one pass, the
+      reference); 'target': two passes, each part normalised by its own
+      batch, and only the target's statistics update the running averages
+      that evaluation uses; 'frozen': the running averages (e.g. the
+      pretrained ones) normalise everything and are never updated.
   """
 
   model: models.TransferModel
@@ -60,6 +69,7 @@ class JointProblem:
   src_normalization: str = "reference"
   inner_loop: str = "unroll"
   axis_name: str | None = None
+  bn_mode: str = "joint"
 
 
 class ModelCarry(NamedTuple):
@@ -185,10 +195,8 @@ def joint_loss(
   model = problem.model
   n_dev = parallel.axis_size(problem.axis_name)
   keep = tgt["label"].shape[0] * n_dev  # B: as many source as target.
-  images = jnp.concatenate([kept.image, tgt["image"]], axis=0)
-  features, new_model_state = models.apply_encoder(
-      model, params, model_state, images, train=True)
-  src_features, tgt_features = jnp.split(features, [kept.image.shape[0]])
+  src_features, tgt_features, new_model_state = _encode_joint(
+      params, model_state, kept.image, tgt["image"], problem=problem)
   src_logits = models.apply_head(model, params, src_features, "src")
   tgt_logits = models.apply_head(model, params, tgt_features, "tgt")
   src_num, _ = losses.weighted_ce_sums(src_logits, kept.label, kept.weight)
@@ -197,6 +205,27 @@ def joint_loss(
   src_share = losses.safe_ratio(src_num, kept.count)
   loss = alpha * src_share + tgt_sum / keep + wd / n_dev
   return loss, (new_model_state, src_share, tgt_sum / keep, wd)
+
+
+def _encode_joint(params, model_state, src_images, tgt_images, *,
+                  problem: JointProblem):
+  """(source features, target features, new model_state) per bn_mode."""
+  model = problem.model
+  encode = lambda images, train: models.apply_encoder(
+      model, params, model_state, images, train=train)
+  if problem.bn_mode == "frozen" or not model_state:
+    train = problem.bn_mode != "frozen"
+    features, _ = encode(jnp.concatenate([src_images, tgt_images]), train)
+    src_features, tgt_features = jnp.split(features, [src_images.shape[0]])
+    return src_features, tgt_features, model_state
+  if problem.bn_mode == "target":
+    src_features, _ = encode(src_images, True)
+    tgt_features, new_model_state = encode(tgt_images, True)
+    return src_features, tgt_features, new_model_state
+  features, new_model_state = encode(
+      jnp.concatenate([src_images, tgt_images], axis=0), True)
+  src_features, tgt_features = jnp.split(features, [src_images.shape[0]])
+  return src_features, tgt_features, new_model_state
 
 
 def inner_update(

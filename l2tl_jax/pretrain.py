@@ -40,7 +40,11 @@ def cache_key(config: ml_collections.ConfigDict, task: data.TransferTask) -> str
       # What shapes the pre-trained weights; not the target-stage loading
       # settings (config.model.dont_load).
       "model": {"encoder": config.model.encoder,
-                "encoder_kwargs": config.model.encoder_kwargs.to_dict()},
+                "encoder_kwargs": config.model.encoder_kwargs.to_dict(),
+                # Only when reduced: float32 keys stay as they were.
+                **({"dtype": config.model.dtype}
+                   if config.model.get("dtype", "float32") != "float32"
+                   else {})},
       "pretrain": config.pretrain.to_dict(),
   }
   blob = json.dumps(spec, sort_keys=True, default=str).encode()

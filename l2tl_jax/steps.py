@@ -66,8 +66,11 @@ def _supervised_step_fn(
     decay_set: str,
     skip_nonfinite: bool,
     axis_name: str | None,
+    bn_mode: str = "joint",
 ) -> StepFn:
   """Pure supervised step; see `make_supervised_step`."""
+  # 'frozen': the running batch statistics normalise and are not updated.
+  train_bn = bn_mode != "frozen"
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
     images, labels = batch["image"], batch["label"]
@@ -76,7 +79,7 @@ def _supervised_step_fn(
 
     def loss_fn(params):
       features, model_state = models.apply_encoder(
-          model, params, state.model_state, images, train=True
+          model, params, state.model_state, images, train=train_bn
       )
       logits = models.apply_head(model, params, features, head)
       ce_sum = jnp.sum(losses.cross_entropy(logits, labels))
@@ -125,6 +128,7 @@ def make_supervised_step(
     decay_set: str = "kernels",
     skip_nonfinite: bool = True,
     parallelism: parallel.Parallelism | None = None,
+    bn_mode: str = "joint",
 ) -> StepFn:
   """Compiled `(state, batch) -> (state, metrics)` for one head.
 
@@ -136,11 +140,17 @@ def make_supervised_step(
     decay_set: which parameters decay ('kernels': the reference baselines).
     skip_nonfinite: leave the state unchanged on a non-finite loss/gradient.
     parallelism: how to compile (default: single-device `jax.jit`).
+    bn_mode: 'frozen' keeps batch statistics at their running (e.g.
+      pretrained) values; 'joint' / 'target' (one data stream here: the
+      same) normalise by and update from the batch.
 
   Returns:
     The compiled step; metrics are scalars namespaced 'train/...'.
   """
   parallelism = parallelism or parallel.Parallelism()
+  if bn_mode not in outer.BN_MODES:
+    raise ValueError(f"bn_mode must be one of {outer.BN_MODES}, got "
+                     f"{bn_mode!r}.")
   fn = _supervised_step_fn(
       model=model,
       tx=tx,
@@ -149,6 +159,7 @@ def make_supervised_step(
       decay_set=decay_set,
       skip_nonfinite=skip_nonfinite,
       axis_name=parallelism.axis_name,
+      bn_mode=bn_mode,
   )
   return parallelism.compile_step(fn)
 
@@ -230,7 +241,8 @@ def _l2tl_step_fn(
           model=model, tx=tx, weight_decay=options.weight_decay,
           decay_set=options.decay_set,
           src_normalization=options.src_normalization,
-          inner_loop=options.inner_loop, axis_name=axis_name),
+          inner_loop=options.inner_loop, axis_name=axis_name,
+          bn_mode=options.bn_mode),
       options=options,
       policy_tx=policy_tx,
       fixed_class_weights=None if fixed is None else jnp.asarray(

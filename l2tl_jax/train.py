@@ -43,6 +43,7 @@ from l2tl_jax import policy as policy_lib
 from l2tl_jax import pretrain
 from l2tl_jax import steps
 from l2tl_jax import validation
+from l2tl_jax import weights
 
 # Config fields that may change between a run and its resumption.
 HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
@@ -209,10 +210,18 @@ def datl_class_weights(
 class _Run:
   """Everything built for one run; the host loop below drives it."""
 
-  def __init__(self, config, task, workdir, par):
+  def __init__(self, config, task, workdir, par, loaded=None):
     self.config, self.task, self.par = config, task, par
     method = methods.get(config.method)
     self.joint = method.joint
+    needs_source = method.joint or (method.init == "pretrained"
+                                    and loaded is None)
+    if needs_source and task.src_train is None:
+      raise data.DataError(
+          f"Method {method.name!r} needs source data"
+          + ("" if method.joint else " to pre-train on (or weights: "
+             "config.model.init_from)")
+          + "; set config.data.source.")
     self.info: dict[str, Any] = {}
     shapes = build.Shapes.of(task)
     model = build.make_model(config, heads=method.heads, shapes=shapes,
@@ -222,7 +231,7 @@ class _Run:
                                                 task.image_shape)
     if method.init == "pretrained":
       params, model_state = self._load(config, task, workdir, par, method,
-                                       params, model_state)
+                                       params, model_state, loaded)
     datl_weights = None
     if method.class_weights == "datl":
       datl_weights = datl_class_weights(
@@ -245,16 +254,35 @@ class _Run:
     self.eval_step = parts.eval_step
     self.batches = self._batches(config, task, method)
 
-  def _load(self, config, task, workdir, par, method, params, model_state):
-    """Merges the source pre-training (cached) into fresh params."""
-    cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
-    src_params, src_model_state, info = pretrain.pretrained(
-        config, task, cache, par)
-    self.info["pretrain"] = info
+  def _load(self, config, task, workdir, par, method, params, model_state,
+            loaded):
+    """Merges the weights a run starts from into fresh params.
+
+    config.model.init_from names a weights file or checkpoint; otherwise the
+    source pre-training (cached) provides them. A file's classifier becomes
+    the source head of the joint methods (when the file has none, the source
+    head starts fresh); the target head always starts fresh.
+    """
+    parts = method.loaded_parts
+    if loaded is not None:  # weights.load(config.model.init_from)
+      src_params, src_model_state = loaded.params, loaded.model_state
+      if "src_head" not in src_params:
+        parts = tuple(p for p in parts if p != "src_head")
+      self.info["init_from"] = {
+          "path": os.path.abspath(config.model.init_from),
+          "family": loaded.family, "format": loaded.info.get("format"),
+          "source_head_classes": loaded.source_head_classes,
+          "loaded_parts": list(parts)}
+      source = f"weights file {config.model.init_from}"
+    else:
+      cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
+      src_params, src_model_state, info = pretrain.pretrained(
+          config, task, cache, par)
+      self.info["pretrain"] = info
+      source = f"source pre-training {info['path']}"
     return loading.merge_variables(
-        params, model_state, src_params, src_model_state,
-        parts=method.loaded_parts, dont_load=tuple(config.model.dont_load),
-        source=f"source pre-training {info['path']}")
+        params, model_state, src_params, src_model_state, parts=parts,
+        dont_load=tuple(config.model.dont_load), source=source)
 
   def _batches(self, config, task, method):
     seed, b = config.seed, config.train.batch_size
@@ -408,14 +436,35 @@ def train_and_evaluate(
   """
   config = resolve_config(config)
   validation.check_config(config)
+  loaded = None
+  if config.model.get("init_from"):  # Before the data and the workdir.
+    loaded = weights.load(config.model.init_from)
+    _check_family(config, loaded)
+    config = _preprocessing_for(config, loaded.family)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   with checkpointing.exclusive_lock(os.path.join(workdir, ".lock"),
                                     what=f"Workdir {workdir}"):
-    return _train_locked(config, workdir, tuple(accept_changes))
+    return _train_locked(config, workdir, tuple(accept_changes), loaded)
 
 
-def _train_locked(config, workdir: str, accept_changes: tuple[str, ...]):
+def _preprocessing_for(config, family: str | None):
+  """config.data's preprocessing fields left at their defaults, filled in
+  for the weights' family (config.model.preprocessing_from_weights)."""
+  if family is None or not config.model.get("preprocessing_from_weights",
+                                            True):
+    return config
+  try:
+    filled = data.fill_preprocessing(config.data, family)
+  except data.DataError:  # No ImageNet preprocessing (e.g. our own LeNet).
+    return config
+  out = config.copy_and_resolve_references()
+  out.data = filled
+  return out
+
+
+def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
+                  loaded):
   """train_and_evaluate while holding the workdir's lock."""
   changes = config_changes(config, workdir)
   _check_changes(changes, workdir, accept_changes)
@@ -436,7 +485,7 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...]):
   sizes = ", ".join(f"{k} {len(v)}" for k, v in task.splits().items())
   logging.info("Data ready: %s -> %s (%s).", config.data.source,
                config.data.target, sizes)
-  run = _Run(config, task, workdir, par)
+  run = _Run(config, task, workdir, par, loaded)
   # Written once the run could be built, so a bad start locks nothing in.
   _save_config(config, workdir, changes)
   loop = _HostLoop(run, workdir)
@@ -451,6 +500,26 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...]):
     plots.plot_run(workdir)
   run.batches.close()
   return results
+
+
+def _check_family(config, loaded) -> None:
+  """The weights must be of config.model's architecture (before the data)."""
+  if loaded.family is None:
+    return
+  kwargs = config.model.encoder_kwargs.to_dict()
+  defaults = models.encoder_defaults(loaded.family)
+  differ = {k: v for k, v in loaded.encoder_kwargs.items()
+            if tuple(np.atleast_1d(kwargs.get(k, defaults.get(k))))
+            != tuple(np.atleast_1d(v))
+            } if loaded.family == config.model.encoder else {}
+  if loaded.family != config.model.encoder or differ:
+    raise weights.WeightsError(
+        f"{config.model.init_from} holds {loaded.family} weights"
+        + (f" with {differ}" if differ else "") + " but config.model is "
+        f"{config.model.encoder!r} with encoder_kwargs {kwargs}: set "
+        f"config.model.encoder={loaded.family!r} and encoder_kwargs "
+        f"{loaded.encoder_kwargs or '{}'} (python -m "
+        "experiments.inspect_weights FILE shows the architecture).")
 
 
 class _HostLoop:

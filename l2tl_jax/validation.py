@@ -8,12 +8,15 @@ workdir. Data fields are checked where the task is built (`data.DataError`).
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import ml_collections
 
 from l2tl_jax import methods as methods_lib
+from l2tl_jax import models
 from l2tl_jax import options as options_lib
+from l2tl_jax import outer
 from l2tl_jax import parallel
 
 
@@ -111,6 +114,27 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.parallelism not in parallel.MODES:
     problems.append(f"config.parallelism must be one of {parallel.MODES}, "
                     f"got {config.parallelism!r}")
+  if config.model.get("dtype", "float32") not in ("float32", "bfloat16"):
+    problems.append("config.model.dtype must be 'float32' or 'bfloat16', "
+                    f"got {config.model.dtype!r}")
+  if config.model.get("bn_mode", "joint") not in outer.BN_MODES:
+    problems.append(f"config.model.bn_mode must be one of {outer.BN_MODES}, "
+                    f"got {config.model.bn_mode!r}")
+  encoder = config.model.encoder
+  if encoder not in models.encoder_names():
+    problems.append(f"config.model.encoder must be one of "
+                    f"{', '.join(models.encoder_names())}, got {encoder!r}")
+  else:
+    unknown = sorted(set(config.model.encoder_kwargs.keys())
+                     - set(models.encoder_fields(encoder)) - {"parent", "name"})
+    if unknown:
+      problems.append(
+          f"config.model.encoder_kwargs has {', '.join(unknown)}, which "
+          f"{encoder!r} does not take (it takes "
+          f"{', '.join(f for f in models.encoder_fields(encoder) if f not in ('parent', 'name'))})")
+  init_from = config.model.get("init_from")
+  if init_from and not os.path.exists(init_from):
+    problems.append(f"config.model.init_from {init_from!r} does not exist")
   for name, spec in RANGES.items():
     problem = _range_problem(name, _get(config, name), *spec)
     if problem:

@@ -35,6 +35,26 @@ def get_config() -> ml_collections.ConfigDict:
   # re-initialises (the target head; the source head for target-only
   # methods). See l2tl_jax.loading.
   config.model.dont_load = ()
+  # Weights to start from instead of source pre-training (which is then
+  # skipped): a torchvision/timm .safetensors (or .pth where torch imports),
+  # a BiT .npz, or a directory written by this project (a run's workdir or
+  # checkpoint, a pre-training cache entry). config.model.encoder must be
+  # the architecture of the file (python -m experiments.inspect_weights).
+  config.model.init_from = config_dict.placeholder(str)
+  # With init_from: fill config.data's preprocessing fields left at their
+  # defaults (image_size, normalization, crops) from the weights' family
+  # (torchvision: ImageNet mean/std, 224, resize 256 + centre crop; BiT:
+  # [-1, 1], 224); fields you set win. False: keep config.data as it is.
+  config.model.preprocessing_from_weights = True
+  # Activations and matmuls: 'float32' or 'bfloat16' (encoders with a dtype
+  # field: the ImageNet ResNets); params, optimiser state and losses stay
+  # float32.
+  config.model.dtype = "float32"
+  # Batch statistics in the target stage (encoders with batch norm):
+  # 'joint' (source and target normalised together; the reference),
+  # 'target' (running statistics from the target examples only), 'frozen'
+  # (the pretrained running statistics, never updated).
+  config.model.bn_mode = "joint"
 
   config.pretrain = ml_collections.ConfigDict()
   # Source pre-training steps (reference: 2000).
