@@ -1,0 +1,44 @@
+"""experiments/bench_device.py on the CPU at 32 px: every figure is there."""
+
+import re
+
+from absl import flags
+import jax.numpy as jnp
+import pytest
+
+from experiments import bench_device
+
+
+@pytest.fixture(autouse=True)
+def _flags():
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["bench_device", "--encoder=resnet18", "--image_size=32",
+               "--width=8", "--batch=2", "--steps=1", "--dtypes=float32",
+               "--matmul=256"])
+  yield
+  flags.FLAGS.unparse_flags()
+
+
+def test_reports_every_step_kind(capsys):
+  bench_device.main([])
+  out = capsys.readouterr().out.splitlines()
+  assert out[0].startswith("device: ")
+  assert re.match(r"float32: peak [\d.]+ TFLOP/s \(256\^3 matmul\), target "
+                  r"batch 2", out[1])
+  kinds = [line.split(":")[0].strip() for line in out[2:]]
+  assert kinds == ["finetune", "reinforce", "meta_gradient"]
+  for line in out[2:]:
+    assert re.search(r"[\d.]+ ms/step, [\d.]+ img/s, [\d.]+ GFLOP/step, "
+                     r"[\d.]+ TFLOP/s, MFU [\d.]+%, [\d.]+ GiB", line), line
+  assert "ideal 2.67" in out[3]  # REINFORCE: (3 * 2B + 2B) / (3B), B = 2.
+
+
+def test_costs_grow_with_the_work():
+  kwargs = dict(encoder="resnet18", dtype="float32", size=32, width=8)
+  finetune = bench_device.measure("finetune", batch=2, num_steps=1, **kwargs)
+  reinforce = bench_device.measure("reinforce", batch=2, num_steps=1,
+                                   **kwargs)
+  meta = bench_device.measure("meta_gradient", batch=2, num_steps=1, **kwargs)
+  assert 0 < finetune["flops"] < reinforce["flops"] < meta["flops"]
+  assert finetune["memory_bytes"] > 0 and finetune["images_per_s"] > 0
+  assert bench_device.peak_flops(jnp.float32, 128, repeats=1) > 0
