@@ -6,9 +6,10 @@ r"""Compares methods over seeds (and target sizes) under one protocol.
       [--target_per_class=5,10,20,60] [--config.train.steps=600]
 
 Every run of method m and seed s lives in DIR/runs/<m>/seed<s>; all runs
-share one source pre-training, cached in DIR/pretrain. Completed runs are
-read back, not retrained, so an interrupted comparison resumes by rerunning
-the same command. Writes DIR/summary.json, DIR/summary.md and
+share one source pre-training, cached in DIR/pretrain (or in
+config.pretrain_cache_dir when set, shared across comparisons). Completed
+runs are read back, not retrained, so an interrupted comparison resumes by
+rerunning the same command. Writes DIR/summary.json, DIR/summary.md and
 DIR/comparison.png; with --target_per_class, fine-tuning and L2TL are also
 run per target size under DIR/sweep/n<k>/<m>/seed<s>, summarised in
 DIR/sweep.json, DIR/sweep.md and DIR/target_size_sweep.png. Summary files
@@ -136,7 +137,7 @@ def run_comparison(
                   target_per_class=target_per_class)
   config = train.resolve_config(config)
   workdir = os.path.abspath(workdir)
-  pretrain_dir = os.path.join(workdir, "pretrain")
+  pretrain_dir = runner.pretrain_dir(config, workdir)
   plan = [
       (runner.run_config(config, method=m, seed=s, pretrain_dir=pretrain_dir),
        os.path.join(workdir, "runs", m, f"seed{s}"))
@@ -199,7 +200,7 @@ def run_target_size_sweep(
   config = train.resolve_config(config)
   sizes = sorted({int(k) for k in target_per_class})
   workdir = os.path.abspath(workdir)
-  pretrain_dir = os.path.join(workdir, "pretrain")
+  pretrain_dir = runner.pretrain_dir(config, workdir)
   plans = {
       k: [(runner.run_config(config, method=m, seed=s, pretrain_dir=pretrain_dir,
                       target_per_class=k),

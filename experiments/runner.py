@@ -44,6 +44,13 @@ class RunInterruptedError(RuntimeError):
         "Rerun the same command to resume.")
 
 
+def pretrain_dir(config: ml_collections.ConfigDict, workdir: str) -> str:
+  """The pre-training cache of a plan: config.pretrain_cache_dir when set
+  (shared with other plans), else <workdir>/pretrain."""
+  return os.path.abspath(config.get("pretrain_cache_dir")
+                         or os.path.join(workdir, "pretrain"))
+
+
 def run_config(
     config: ml_collections.ConfigDict,
     *,

@@ -317,7 +317,7 @@ def run_study(
   """
   check_variants(variants, seeds)
   workdir = os.path.abspath(workdir)
-  pretrain_dir = os.path.join(workdir, "pretrain")
+  pretrain_dir = runner.pretrain_dir(config, workdir)
   plan = [
       (name, variant_config(config, VARIANTS[name], seed=s,
                             pretrain_dir=pretrain_dir),
