@@ -34,39 +34,22 @@ Target stage: 500 steps (BiT's rule for targets under 20k images) at batch
 (--config.model.bn_mode). Use --config.model.dtype=bfloat16 on GPU/TPU.
 """
 
-import os
-
 from ml_collections import config_dict
 
 from experiments.configs import default
+from experiments.configs import folder
 
 
 def get_config(root: str = ""):
-  if not root:
-    raise ValueError(
-        "Name the image folder after the config file: "
-        "--config=experiments/configs/pretrained_folder.py:/path/to/images")
   config = default.get_config()
+  folder.set_target_folder(config, root, train_per_class=50, val_per_class=25)
   config.method = "finetune"
   config.model.encoder = "resnet50"
   config.model.init_from = config_dict.placeholder(str)
-
   d = config.data
   d.source = config_dict.placeholder(str)  # Joint methods: set a source.
   d.source_classes = None
   d.source_test_split = None
-  d.target = "folder:" + os.path.abspath(os.path.expanduser(root))
-  d.target_classes = None
-  d.target_label_mod = None
-  has_splits = os.path.isdir(os.path.join(root, "train"))
-  d.target_train_split = "train"
-  d.target_train_per_class = None if has_splits else 50
-  d.target_val_split = "validation" if has_splits else "train"
-  d.target_val_per_class = None if has_splits else 25
-  d.target_test_split = "test" if has_splits else "train"
-  d.target_test_per_class = None
-  d.split_shuffle = True
-  d.channels = 3
   d.augment = True
 
   t = config.train
