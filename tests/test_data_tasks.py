@@ -8,6 +8,8 @@ import pytest
 
 from conftest_data import (base_config, make_folder,  # pylint: disable=unused-import
                            needs_fashion, tfds_dir)
+from experiments.configs import corrupted
+from experiments.configs import fashion_tops
 from l2tl_jax import data
 from l2tl_jax.data import tasks
 from l2tl_jax.data.errors import DataError
@@ -202,3 +204,159 @@ def test_label_map_by_hand():
   m = tasks.label_map(names, ('1', '2', '3'), 3, dataset='d', field='f')
   np.testing.assert_array_equal(m.new_label, [-1, 1, 2, 0])
   assert m.class_names == ('three', 'one', 'two')
+
+
+def test_corrupt_labels_by_hand():
+  labels = np.array([0] * 10 + [1] * 4 + [2] * 6)
+  noisy = tasks.corrupt_labels(labels, classes=[0], num_classes=3,
+                               fraction=0.5, rng=np.random.default_rng(0))
+  assert noisy.dtype == np.int32 and labels[0] == 0  # A copy.
+  changed = noisy != labels
+  assert changed[:10].sum() == 5 and not changed[10:].any()
+  assert set(noisy[changed].tolist()) <= {1, 2}  # Never its own class.
+  # round(0.25 * 6) = round(1.5) = 2 (halves up); round(0.25 * 4) = 1.
+  noisy = tasks.corrupt_labels(labels, classes=[2, 1], num_classes=3,
+                               fraction=0.25, rng=np.random.default_rng(0))
+  assert (noisy != labels)[14:].sum() == 2 and (noisy != labels)[10:14].sum() == 1
+  assert (noisy[:10] == 0).all()
+  everything = tasks.corrupt_labels(labels, classes=[0, 1, 2], num_classes=3,
+                                    fraction=1.0, rng=np.random.default_rng(0))
+  assert (everything != labels).all()
+  assert (tasks.corrupt_labels(labels, classes=[0], num_classes=3, fraction=0.0,
+                               rng=np.random.default_rng(0)) == labels).all()
+
+
+def test_corrupt_labels_is_seeded_and_uniform_over_other_classes():
+  labels = np.repeat(np.arange(4), 3000)
+  def run(seed):
+    return tasks.corrupt_labels(labels, classes=[1], num_classes=4,
+                                fraction=0.8, rng=np.random.default_rng(seed))
+  np.testing.assert_array_equal(run(3), run(3))
+  assert (run(3) != run(4)).any()
+  noisy = run(3)
+  new = noisy[noisy != labels]
+  assert len(new) == 2400
+  counts = np.bincount(new, minlength=4)
+  assert counts[1] == 0
+  # Uniform over classes 0, 2, 3: 800 each, within 4 binomial std (~23).
+  assert np.abs(counts[[0, 2, 3]] - 800).max() < 92
+
+
+def _corrupt_config(data_dir, animals, **overrides):
+  """Source: 8 train + 4 test images of each animal, from the one split."""
+  settings = dict(source_train_per_class=8, source_test_split='train',
+                  source_test_per_class=None,
+                  source_corrupt_classes=('bee', 3),
+                  source_corrupt_fraction=0.5, source_corrupt_seed=0)
+  settings.update(overrides)
+  return _config(data_dir, animals, **settings)
+
+
+def test_source_corruption_counts_and_summary(tfds_dir, animals):
+  clean = data.build_task(_config(tfds_dir, animals, source_train_per_class=8,
+                                  source_test_split='train',
+                                  source_test_per_class=None))
+  task = data.build_task(_corrupt_config(tfds_dir, animals))
+  src = task.src_train
+  truth = _values(src) // 10  # The class each image really is.
+  np.testing.assert_array_equal(src.clean_labels, truth)
+  np.testing.assert_array_equal(src.indices, clean.src_train.indices)
+  np.testing.assert_array_equal(clean.src_train.labels, truth)
+  changed = src.labels != truth
+  # round(0.5 * 8) = 4 of bee's and of dog's 8 labels; the rest untouched.
+  assert changed[truth == 1].sum() == 4 and changed[truth == 3].sum() == 4
+  assert changed.sum() == 8
+  assert (src.labels[truth == 1][changed[truth == 1]] != 1).all()
+  # Source test examples stay clean.
+  assert task.src_test.fingerprint() == clean.src_test.fingerprint()
+  assert task.src_test.clean_labels is None
+  assert src.fingerprint() != clean.src_train.fingerprint()
+  assert task.tgt_train.fingerprint() == clean.tgt_train.fingerprint()
+  summary = json.loads(json.dumps(task.summary()))
+  record = summary['source_corruption']
+  assert record['classes'] == ['bee', 'dog'] and record['labels'] == [1, 3]
+  assert record['fraction'] == 0.5 and record['seed'] == 0
+  assert record['per_class'] == [
+      {'class': 'bee', 'examples': 8, 'changed': 4},
+      {'class': 'dog', 'examples': 8, 'changed': 4}]
+  assert record['changed'] == 8
+  assert record['changed_to'] == np.bincount(src.labels[changed],
+                                             minlength=5).tolist()
+  assert summary['splits']['src_train']['corrupted_labels'] == 8
+  assert summary['splits']['src_train']['per_class'] == src.class_counts()
+  assert 'corrupted_labels' not in summary['splits']['src_test']
+  assert 'source_corruption' not in clean.summary()
+  assert 'corrupted_labels' not in clean.src_train.summary()
+  # Batches carry the corrupted labels.
+  batch = data.eval_batches(src, batch_size=64).__iter__().__next__()
+  np.testing.assert_array_equal(batch['label'][:len(src)], src.labels)
+
+
+def test_source_corruption_is_deterministic_and_seeded(tfds_dir, animals):
+  def labels(**overrides):
+    return data.build_task(
+        _corrupt_config(tfds_dir, animals, **overrides)).src_train.labels
+  np.testing.assert_array_equal(labels(), labels())
+  assert (labels() != labels(source_corrupt_seed=1)).any()
+  # None corrupts every source class.
+  every = data.build_task(_corrupt_config(
+      tfds_dir, animals, source_corrupt_classes=None,
+      source_corrupt_fraction=1.0))
+  assert (every.src_train.labels != every.src_train.clean_labels).all()
+  assert every.summary()['source_corruption']['changed'] == 40
+  # Classes named but fraction 0: nothing changes, nothing is recorded.
+  none = data.build_task(_corrupt_config(tfds_dir, animals,
+                                         source_corrupt_fraction=0.0))
+  assert none.src_corruption is None and none.src_train.clean_labels is None
+
+
+def test_source_corruption_errors(tfds_dir, animals):
+  with pytest.raises(DataError, match=r'a number in \[0, 1\]; got 1.5'):
+    data.build_task(_corrupt_config(tfds_dir, animals,
+                                    source_corrupt_fraction=1.5))
+  with pytest.raises(DataError, match=(
+      r"source_corrupt_classes: class 'bee' .* not a source class of the task"
+      r".*\['ant', 'cat'\]")):
+    data.build_task(_corrupt_config(tfds_dir, animals,
+                                    source_classes=('ant', 'cat')))
+  with pytest.raises(DataError, match="source_corrupt_classes: .*no class"
+                                      " named 'cow'"):
+    data.build_task(_corrupt_config(tfds_dir, animals,
+                                    source_corrupt_classes=('cow',)))
+  with pytest.raises(DataError, match='source_corrupt_classes names a class'
+                                      ' twice'):
+    data.build_task(_corrupt_config(tfds_dir, animals,
+                                    source_corrupt_classes=('bee', 1)))
+  with pytest.raises(DataError, match='the task has no source'):
+    data.build_task(_corrupt_config(tfds_dir, animals, source=None))
+
+
+def test_corrupted_config_names_non_tops_classes():
+  config = corrupted.get_config().data
+  assert set(config.source_corrupt_classes) < {
+      fashion_tops.FASHION_CLASSES[c] for c in config.source_classes}
+  assert len(config.source_corrupt_classes) == 3
+  assert config.source_corrupt_fraction == 0.8
+  assert config.source_test_split == 'test'
+
+
+@pytest.mark.slow  # Reads the 70000 real Fashion-MNIST images.
+@needs_fashion
+def test_corrupted_config_builds(tfds_dir):
+  config = corrupted.get_config()
+  config.data.data_dir = tfds_dir
+  task = data.build_task(config.data)
+  assert task.src_class_names == ['Trouser', 'Dress', 'Sandal', 'Sneaker',
+                                  'Bag', 'Ankle boot']
+  record = task.summary()['source_corruption']
+  assert record['per_class'] == [
+      {'class': name, 'examples': 6000, 'changed': 4800}
+      for name in ('Trouser', 'Dress', 'Sandal')]
+  assert record['changed'] == 14400
+  assert task.src_train.class_counts() != [6000] * 6
+  np.testing.assert_array_equal(np.bincount(task.src_train.clean_labels),
+                                [6000] * 6)
+  assert task.src_test.class_counts() == [1000] * 6
+  assert task.src_test.clean_labels is None
+  assert (len(task.tgt_train), len(task.tgt_val), len(task.tgt_test)) == (
+      80, 800, 4000)

@@ -9,6 +9,10 @@
     state = it.get_state()      # JSON-able; it.set_state(state) resumes exactly
     for b in data.eval_batches(task.tgt_test, batch_size=256): ...  # b['mask']
 
+Several datasets join into one dataset string, usable wherever one is:
+'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (joined.py). Source labels can be
+corrupted for studies (`source_corrupt_*` in the data config).
+
 Preprocessing for pretrained weights (ImageNet or [-1, 1] normalisation,
 torchvision's resize + centre crop, RandomResizedCrop) is selected in the data
 config; `preprocessing_for_family('resnet50')` gives the settings a family of

