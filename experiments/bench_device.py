@@ -41,6 +41,7 @@ _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
                             "Activation dtypes to measure.")
 _BATCH = flags.DEFINE_integer("batch", 32, "Target batch B; 0: largest.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Measurements; the best kept.")
 _WIDTH = flags.DEFINE_integer("width", 64, "ResNet width (64: standard).")
 _MATMUL = flags.DEFINE_integer("matmul", 8192, "Side of the peak matmul.")
 
@@ -112,15 +113,15 @@ def compiled_costs(step, state, batch) -> tuple[float, float]:
   return flops, size
 
 
-def measure(kind: str, *, batch: int, num_steps: int, **kwargs
-            ) -> dict[str, float]:
+def measure(kind: str, *, batch: int, num_steps: int, repeats: int = 2,
+            **kwargs) -> dict[str, float]:
   """Step time, images/s, FLOPs and planned memory of one step kind."""
   step, state, examples = make_parts(kind, batch=batch, **kwargs)
   flops, memory = compiled_costs(step, state, examples)
   # compiled_costs traced the step once already; allow the timed call's.
   step, state, examples = make_parts(kind, batch=batch, **kwargs)
   rate = timing.steps_per_second(step, state, examples, num_steps=num_steps,
-                                 repeats=2)
+                                 repeats=repeats)
   images = batch if kind == "finetune" else 2 * batch
   return {"step_s": 1.0 / rate, "images_per_s": images * rate,
           "flops": flops, "memory_bytes": memory}
@@ -143,14 +144,14 @@ def largest_batch(**kwargs) -> int:
 def report(dtype: str, results: dict[str, dict[str, float]], peak: float,
            batch: int) -> list[str]:
   """Printable lines for one dtype."""
-  lines = [f"{dtype}: peak {peak / 1e12:.1f} TFLOP/s ({_MATMUL.value}^3 "
+  lines = [f"{dtype}: peak {peak / 1e12:.3g} TFLOP/s ({_MATMUL.value}^3 "
            f"matmul), target batch {batch}"]
   base = results["finetune"]
   for kind, r in results.items():
     achieved = r["flops"] / r["step_s"]
     line = (f"  {kind}: {r['step_s'] * 1e3:.1f} ms/step, "
             f"{r['images_per_s']:.1f} img/s, {r['flops'] / 1e9:.1f} GFLOP/step,"
-            f" {achieved / 1e12:.2f} TFLOP/s, MFU {100 * achieved / peak:.1f}%,"
+            f" {achieved / 1e12:.3g} TFLOP/s, MFU {100 * achieved / peak:.1f}%,"
             f" {r['memory_bytes'] / 2**30:.2f} GiB")
     if kind != "finetune":
       ratio = r["step_s"] / base["step_s"]
@@ -170,7 +171,7 @@ def main(argv):
                   size=_IMAGE_SIZE.value, width=_WIDTH.value)
     batch = _BATCH.value or largest_batch(**kwargs)
     results = {kind: measure(kind, batch=batch, num_steps=_STEPS.value,
-                             **kwargs)
+                             repeats=_REPEATS.value, **kwargs)
                for kind in ("finetune", *ESTIMATORS)}
     peak = peak_flops(getattr(jnp, dtype), _MATMUL.value)
     print("\n".join(report(dtype, results, peak, batch)), flush=True)

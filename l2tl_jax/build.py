@@ -185,14 +185,31 @@ def supervised_parts(
 
 
 def fixed_class_weights(method: methods_lib.Method, shapes: Shapes,
-                        datl_weights: Any = None) -> tuple[float, ...] | None:
+                        datl_weights: Any = None,
+                        config_weights: Any = None
+                        ) -> tuple[float, ...] | None:
   """The fixed class weights of `method` (None when learned or unused).
 
+  Args:
+    method: the method.
+    shapes: the task's shapes (the number of source classes).
+    datl_weights: DATL's estimated weights ('datl').
+    config_weights: config.l2tl.fixed_class_weights ('config').
+
   Raises:
-    ValueError: 'datl' without its estimated weights.
+    ValueError: 'datl' without its estimated weights; 'config' without
+      one weight per source class.
   """
   if method.class_weights == "uniform":
     return (1.0,) * shapes.num_src_classes
+  if method.class_weights == "config":
+    weights = tuple(float(w) for w in (config_weights or ()))
+    if len(weights) != shapes.num_src_classes:
+      raise ValueError(
+          f"Method {method.name!r} needs config.l2tl.fixed_class_weights with "
+          f"one weight per source class ({shapes.num_src_classes}), got "
+          f"{len(weights)}.")
+    return weights
   if method.class_weights == "datl":
     if datl_weights is None:
       raise ValueError("DATL needs its estimated class weights.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-CLASS_WEIGHTS = ("none", "uniform", "datl", "learned")
+CLASS_WEIGHTS = ("none", "uniform", "datl", "config", "learned")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,7 +24,9 @@ class Method:
     init: 'scratch' (random) or 'pretrained' (the encoder, and for joint
       methods the source head, from a weight provider).
     class_weights: 'none' (target data only), 'uniform' (every source class
-      1), 'datl' (fixed P_t(c) / P_s(c)) or 'learned' (the policy).
+      1), 'datl' (fixed P_t(c) / P_s(c)), 'config' (fixed, from
+      config.l2tl.fixed_class_weights: oracles and ablations) or 'learned'
+      (the policy).
     learns_alpha: whether the policy also learns alpha (else config.l2tl
       .fixed_alpha).
     sees: what the method is trained and selected on (report text).
@@ -90,6 +92,10 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("datl", "pretrained", "datl",
            sees="as joint_uniform with fixed class weights P_t(c) / P_s(c) "
            "estimated from the target train images; last step."),
+    Method("joint_fixed", "pretrained", "config",
+           sees="as joint_uniform with the fixed class weights of "
+           "config.l2tl.fixed_class_weights (e.g. an oracle that knows which "
+           "source classes are relevant); last step."),
     Method("l2tl_fixed_alpha", "pretrained", "learned",
            sees="source pre-training, then source train + target train "
            "jointly; validation batches train the policy (its reward, or its "

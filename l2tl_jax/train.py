@@ -237,7 +237,8 @@ class _Run:
       datl_weights = datl_class_weights(
           model, params, model_state, task, batch_size=config.eval.batch_size
       )  # On one device: a single pass over the few target train images.
-    class_weights = build.fixed_class_weights(method, shapes, datl_weights)
+    class_weights = build.fixed_class_weights(
+        method, shapes, datl_weights, config.l2tl.get("fixed_class_weights"))
     if datl_weights is not None:
       self.info["datl_class_weights"] = dict(
           zip(task.src_class_names, class_weights))

@@ -23,13 +23,13 @@ def test_reports_every_step_kind(capsys):
   bench_device.main([])
   out = capsys.readouterr().out.splitlines()
   assert out[0].startswith("device: ")
-  assert re.match(r"float32: peak [\d.]+ TFLOP/s \(256\^3 matmul\), target "
+  assert re.match(r"float32: peak [\d.e+-]+ TFLOP/s \(256\^3 matmul\), target "
                   r"batch 2", out[1])
   kinds = [line.split(":")[0].strip() for line in out[2:]]
   assert kinds == ["finetune", "reinforce", "meta_gradient"]
   for line in out[2:]:
     assert re.search(r"[\d.]+ ms/step, [\d.]+ img/s, [\d.]+ GFLOP/step, "
-                     r"[\d.]+ TFLOP/s, MFU [\d.]+%, [\d.]+ GiB", line), line
+                     r"[\d.e+-]+ TFLOP/s, MFU [\d.]+%, [\d.]+ GiB", line), line
   assert "ideal 2.67" in out[3]  # REINFORCE: (3 * 2B + 2B) / (3B), B = 2.
 
 

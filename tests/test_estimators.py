@@ -98,13 +98,24 @@ def test_config_with_samples_builds_for_every_joint_method():
   config = train.resolve_config(tiny.get_config())
   config.l2tl.num_samples = 4
   config.l2tl.estimator = "reinforce"
-  for name in ("joint_uniform", "datl", "l2tl_fixed_alpha", "l2tl"):
+  for name in ("joint_uniform", "datl", "joint_fixed", "l2tl_fixed_alpha",
+               "l2tl"):
     method = methods.get(name)
     weights = build.fixed_class_weights(method, build.Shapes(IMAGE, 3, 2),
-                                        np.ones(3))
+                                        np.ones(3), (1.0, 0.0, 1.0))
     options = build.l2tl_options(config, method, weights)
     expected = "reinforce_loo" if method.has_policy else "fixed"
     assert estimators.select(options).name == expected, name
+
+
+def test_config_class_weights_need_one_per_class():
+  method = methods.get("joint_fixed")
+  shapes = build.Shapes(IMAGE, 3, 2)
+  assert build.fixed_class_weights(method, shapes, None, (1, 0, 0.5)) == (
+      1.0, 0.0, 0.5)
+  with pytest.raises(ValueError, match="one weight per source class \\(3\\), "
+                     "got 2"):
+    build.fixed_class_weights(method, shapes, None, (1, 0))
 
 
 def test_a_state_of_another_estimator_is_refused():

@@ -18,6 +18,8 @@ def test_what_each_method_builds():
                         ("encoder", "src_head"), "all"),
       "datl": ("pretrained", True, False, src_tgt, ("encoder", "src_head"),
                "all"),
+      "joint_fixed": ("pretrained", True, False, src_tgt,
+                      ("encoder", "src_head"), "all"),
       "l2tl_fixed_alpha": ("pretrained", True, True, src_tgt,
                            ("encoder", "src_head"), "all"),
       "l2tl": ("pretrained", True, True, src_tgt, ("encoder", "src_head"),

@@ -4,6 +4,10 @@ r"""Fashion-MNIST tops from non-tops of which three classes have noisy labels.
       --seeds=5 --workdir=runs/corrupted
   python -m experiments.main --config=experiments/configs/corrupted.py \
       --workdir=runs/corrupted_l2tl   # one L2TL run
+  # Ground truth: a fixed-weight oracle on the three clean classes only.
+  python -m experiments.compare --config=experiments/configs/corrupted.py \
+      --seeds=5 --methods=joint_fixed --workdir=runs/corrupted_oracle \
+      --config.l2tl.fixed_class_weights="(0,0,0,1,1,1)"
 
 Protocol. As fashion_tops.py (source: the 36000 Fashion-MNIST train images
 of the six non-tops classes, labels 0..5; target: the four tops, 20 per

@@ -142,6 +142,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.l2tl.num_samples = config_dict.placeholder(int)
   # How the samples are compiled: 'vmap' or 'unroll' (faster on XLA:CPU).
   config.l2tl.samples_loop = "vmap"
+  # Class weights of method 'joint_fixed', one per source class in label
+  # order (oracles: 1 for the relevant classes, 0 for the others).
+  config.l2tl.fixed_class_weights = config_dict.placeholder(tuple)
   # alpha of 'l2tl_fixed_alpha', 'joint_uniform' and 'datl'.
   config.l2tl.fixed_alpha = 1.0
 

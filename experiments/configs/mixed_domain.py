@@ -4,6 +4,13 @@ r"""Fashion-MNIST tops from a source that mixes relevant and irrelevant data.
       --seeds=5 --workdir=runs/mixed_domain
   python -m experiments.main --config=experiments/configs/mixed_domain.py \
       --workdir=runs/mixed_domain_l2tl   # one L2TL run
+  # Ground truth: fixed-weight oracles, relevant part only / irrelevant only.
+  python -m experiments.compare --config=experiments/configs/mixed_domain.py \
+      --seeds=5 --methods=joint_fixed --workdir=runs/mixed_domain_oracle \
+      --config.l2tl.fixed_class_weights="(1,1,1,1,1,1,0,0,0,0,0,0,0,0,0,0)"
+  python -m experiments.compare --config=experiments/configs/mixed_domain.py \
+      --seeds=5 --methods=joint_fixed --workdir=runs/mixed_domain_anti \
+      --config.l2tl.fixed_class_weights="(0,0,0,0,0,0,1,1,1,1,1,1,1,1,1,1)"
 
 Protocol. Source: one joined dataset,
 'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k': the Fashion-MNIST train images of
