@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import time
 
-from absl import app
+import sys
+
 from absl import flags
 import jax
 import jax.numpy as jnp
@@ -35,15 +36,25 @@ from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
 
-_ENCODER = flags.DEFINE_string("encoder", "resnet50", "Registered encoder.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square image side.")
+# Its own flag set: importable beside experiments.bench, whose flags share
+# names (--encoder, --steps, --repeats).
+FLAGS = flags.FlagValues()
+_ENCODER = flags.DEFINE_string("encoder", "resnet50", "Registered encoder.",
+                               flag_values=FLAGS)
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square image side.",
+                                   flag_values=FLAGS)
 _DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
-                            "Activation dtypes to measure.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Target batch B; 0: largest.")
-_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.")
-_REPEATS = flags.DEFINE_integer("repeats", 2, "Measurements; the best kept.")
-_WIDTH = flags.DEFINE_integer("width", 64, "ResNet width (64: standard).")
-_MATMUL = flags.DEFINE_integer("matmul", 8192, "Side of the peak matmul.")
+                            "Activation dtypes to measure.", flag_values=FLAGS)
+_BATCH = flags.DEFINE_integer("batch", 32, "Target batch B; 0: largest.",
+                              flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.",
+                              flag_values=FLAGS)
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Measurements; the best kept.",
+                                flag_values=FLAGS)
+_WIDTH = flags.DEFINE_integer("width", 64, "ResNet width (64: standard).",
+                              flag_values=FLAGS)
+_MATMUL = flags.DEFINE_integer("matmul", 8192, "Side of the peak matmul.",
+                               flag_values=FLAGS)
 
 NUM_SRC, NUM_TGT = 1000, 37  # ImageNet -> Oxford-IIIT Pets.
 ESTIMATORS = {"reinforce": {}, "meta_gradient": {
@@ -162,8 +173,9 @@ def report(dtype: str, results: dict[str, dict[str, float]], peak: float,
   return lines
 
 
-def main(argv):
-  del argv
+def main(argv: list[str]) -> None:
+  """Parses `argv` (program name first) into FLAGS and measures."""
+  FLAGS(argv)
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"encoder {_ENCODER.value} at {_IMAGE_SIZE.value} px")
   for dtype in _DTYPES.value:
@@ -178,4 +190,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main(sys.argv)

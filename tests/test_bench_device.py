@@ -2,25 +2,15 @@
 
 import re
 
-from absl import flags
 import jax.numpy as jnp
-import pytest
 
 from experiments import bench_device
 
 
-@pytest.fixture(autouse=True)
-def _flags():
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["bench_device", "--encoder=resnet18", "--image_size=32",
-               "--width=8", "--batch=2", "--steps=1", "--dtypes=float32",
-               "--matmul=256"])
-  yield
-  flags.FLAGS.unparse_flags()
-
-
 def test_reports_every_step_kind(capsys):
-  bench_device.main([])
+  bench_device.main(["bench_device", "--encoder=resnet18", "--image_size=32",
+                     "--width=8", "--batch=2", "--steps=1",
+                     "--dtypes=float32", "--matmul=256"])
   out = capsys.readouterr().out.splitlines()
   assert out[0].startswith("device: ")
   assert re.match(r"float32: peak [\d.e+-]+ TFLOP/s \(256\^3 matmul\), target "
