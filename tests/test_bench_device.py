@@ -3,8 +3,12 @@
 import re
 
 import jax.numpy as jnp
+import pytest
 
 from experiments import bench_device
+
+# Builds and times ResNet steps: a benchmark run, not an edit-loop test.
+pytestmark = pytest.mark.slow
 
 
 def test_reports_every_step_kind(capsys):
