@@ -1,7 +1,7 @@
-r"""Step-time benchmark: the L2TL outer step against the fine-tuning step.
+r"""Step-time benchmark: pre-training, fine-tuning and the L2TL outer steps.
 
-  python -m experiments.bench [--steps=300] [--encoder=lenet] \
-      [--windows=1,2,4,8]
+  python -m experiments.bench [--steps=300] [--slow_steps=30] \
+      [--encoder=lenet] [--fast_pool] [--windows=1,2,4,8]
 
 Measures, on the default device, outer steps/s of L2TL and steps/s of the
 fine-tuning step at the reference batch sizes (8 target, 16 -> 8 source,
@@ -14,21 +14,39 @@ their step-time ratio beside the ideal ratio from the work done:
   finetune:  forward+backward on 8 target images;
   ideal = (3 * 16 + 32) / (3 * 8) with backward = 2 forwards,
 
-and the same ratio from XLA's own FLOP count of the compiled steps. With
---windows it also times the outer step for credit windows of N model steps
-per action (unrolled and `lax.scan`), the meta-gradient step and the
+and the same ratio from XLA's own FLOP count of the compiled steps.
+
+It then tabulates, for source pre-training (`build.source_stage` with the
+default config.pretrain: batch 128, 10 classes), the fine-tuning step and the
+L2TL estimators (reinforce, reinforce with 4 leave-one-out samples,
+meta_gradient): steps/s, XLA's FLOPs per step
+(`compiled.cost_analysis()['flops']`), the achieved GFLOP/s, and its share of
+the device's float32 matmul rate measured in the same run (a jitted
+2048^3 matmul, best of 5): the peak a step could approach. The slow rows
+(pre-training, 4 samples, meta-gradient) time --slow_steps steps.
+Pre-training runs LeNet's fast max pool (as source_stage builds it); the
+other steps run flax's unless --fast_pool.
+
+With --windows it also times the outer step for credit windows of N model
+steps per action (unrolled and `lax.scan`), the meta-gradient step and the
 4-sample leave-one-out REINFORCE step, each per outer step and per model
 step, against the fine-tuning step.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, NamedTuple
+
 from absl import app
 from absl import flags
 import jax
+import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from experiments import timing
+from experiments.configs import default as default_config
 from l2tl_jax import build
 from l2tl_jax import models
 from l2tl_jax import optim
@@ -37,13 +55,69 @@ from l2tl_jax import policy
 from l2tl_jax import steps
 
 _STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.")
+_SLOW_STEPS = flags.DEFINE_integer(
+    "slow_steps", 30,
+    "Timed steps per measurement of pre-training, 4 samples, meta-gradient.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements; the best is kept.")
 _ENCODER = flags.DEFINE_string("encoder", "lenet", "Registered encoder name.")
 _WINDOWS = flags.DEFINE_list(
     "windows", [], "Credit windows N (model steps per action) to time.")
+_MATMUL_SIZE = flags.DEFINE_integer(
+    "matmul_size", 2048, "n of the n^3 float32 matmul that measures the peak.")
+_FAST_POOL = flags.DEFINE_bool(
+    "fast_pool", False,
+    "LeNet's fast max pool (encoder_kwargs.fast_pool) in the fine-tuning and "
+    "L2TL steps too; pre-training uses it either way, as build.source_stage "
+    "does.")
 
 TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
 NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)
+L2TL_BATCHES = (f"{SRC_OVERSAMPLE * TGT_BATCH}->{TGT_BATCH} src + "
+                f"{TGT_BATCH} tgt + {VAL_BATCH} val")
+
+
+class Setup(NamedTuple):
+  """A step factory with its first state and a device batch."""
+
+  make: Any  # () -> (state, step): a fresh state and a fresh compiled step.
+  state: Any
+  batch: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepKind:
+  """One row of the table: which step, at which batch sizes."""
+
+  name: str
+  batches: str
+  kind: str  # 'pretrain', 'finetune' or 'l2tl'.
+  options: tuple[tuple[str, Any], ...] = ()
+  slow: bool = False
+
+
+STEP_KINDS = (
+    StepKind("pretrain", "128 src", "pretrain", slow=True),
+    StepKind("finetune", f"{TGT_BATCH} tgt", "finetune"),
+    StepKind("l2tl reinforce", L2TL_BATCHES, "l2tl"),
+    StepKind("l2tl reinforce, 4 samples (leave-one-out)", L2TL_BATCHES,
+             "l2tl", (("num_samples", 4),), slow=True),
+    StepKind("l2tl meta_gradient", L2TL_BATCHES, "l2tl",
+             (("estimator", "meta_gradient"),), slow=True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  """Measured speed and XLA's work of one compiled step."""
+
+  name: str
+  batches: str
+  steps_per_s: float
+  flops: float  # XLA's FLOPs per step.
+
+  @property
+  def gflops_per_s(self) -> float:
+    return self.steps_per_s * self.flops / 1e9
 
 
 def _batch(rs, n, classes):
@@ -53,78 +127,160 @@ def _batch(rs, n, classes):
   }
 
 
-def _parts(*, joint: bool, **options):
-  """(make, state, batch): a step factory, its state and a device batch."""
-  model = models.make_model(
-      _ENCODER.value, num_src_classes=NUM_SRC if joint else 0,
-      num_tgt_classes=NUM_TGT)
-  params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
-  common = dict(model=model, tx=optim.momentum_sgd(0.005), params=params,
-                model_state=model_state, rng=jax.random.key(0),
-                par=parallel.Parallelism())
+def _pretrain_config(encoder: str, encoder_kwargs: dict[str, Any]):
+  config = default_config.get_config()
+  config.model.encoder = encoder
+  config.model.encoder_kwargs = ml_collections.ConfigDict(encoder_kwargs)
+  return config
+
+
+def setup(kind: str, *, encoder: str,
+          encoder_kwargs: dict[str, Any] | None = None, **options) -> Setup:
+  """The step of `kind`, built through `l2tl_jax.build`, a state and a batch.
+
+  Args:
+    kind: 'pretrain' (`build.source_stage` with the default config.pretrain),
+      'finetune' or 'l2tl' (`build.supervised_parts` / `build.joint_parts`).
+    encoder: registered encoder name.
+    encoder_kwargs: its constructor arguments.
+    **options: `L2TLOptions` of 'l2tl'.
+  """
+  if kind not in ("pretrain", "finetune", "l2tl"):
+    raise ValueError(f"Unknown step kind {kind!r}.")
+  encoder_kwargs = dict(encoder_kwargs or {})
   rs = np.random.RandomState(0)
-  if not joint:
+  par = parallel.Parallelism()
+  if kind == "pretrain":
+    config = _pretrain_config(encoder, encoder_kwargs)
+    shapes = build.Shapes(IMAGE, NUM_SRC, NUM_TGT)
+
+    def make_pretrain():
+      parts = build.source_stage(config, shapes, par=par)
+      return parts.state, parts.train_step
+
+    batch = _batch(rs, config.pretrain.batch_size, NUM_SRC)
+    return Setup(make_pretrain, make_pretrain()[0], jax.device_put(batch))
+  model = models.make_model(
+      encoder, num_src_classes=0 if kind == "finetune" else NUM_SRC,
+      num_tgt_classes=NUM_TGT, encoder_kwargs=encoder_kwargs)
+  params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
+
+  def fresh():
+    # Copies: every state made is donated by its step, so none may share
+    # buffers with the next.
+    copy = lambda tree: jax.tree.map(jnp.copy, tree)
+    return dict(model=model, params=copy(params),
+                model_state=copy(model_state), rng=jax.random.key(0), par=par)
+
+  if kind == "finetune":
     make = lambda: build.supervised_parts(
-        head="tgt", weight_decay=5e-4, decay_set="kernels", **common)
+        head="tgt", tx=optim.momentum_sgd(0.005), weight_decay=5e-4,
+        decay_set="kernels", **fresh())
     batch = _batch(rs, TGT_BATCH, NUM_TGT)
-    return make, make()[0], jax.device_put(batch)
-  opts = steps.L2TLOptions(**options)
-  make = lambda: build.joint_parts(
-      options=opts, policy_tx=optim.adam(0.01),
-      policy_params=policy.init_policy_params(
-          num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100),
-      **common)
-  n = opts.inner_steps
-  batch = {
-      "src": _batch(rs, n * SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
-      "tgt": _batch(rs, n * TGT_BATCH, NUM_TGT),
-      "val": _batch(rs, VAL_BATCH, NUM_TGT),
-  }
-  return make, make()[0], jax.device_put(batch)
+  else:
+    opts = steps.L2TLOptions(**options)
+    make = lambda: build.joint_parts(
+        options=opts, tx=optim.momentum_sgd(0.005), policy_tx=optim.adam(0.01),
+        policy_params=policy.init_policy_params(
+            num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100),
+        **fresh())
+    n = opts.inner_steps
+    batch = {
+        "src": _batch(rs, n * SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
+        "tgt": _batch(rs, n * TGT_BATCH, NUM_TGT),
+        "val": _batch(rs, VAL_BATCH, NUM_TGT),
+    }
+  return Setup(make, make()[0], jax.device_put(batch))
 
 
-def _l2tl_setup(**options):
-  return _parts(joint=True, **options)
+def measure(s: Setup, *, num_steps: int, repeats: int) -> tuple[float, float]:
+  """(steps/s, XLA FLOPs per step) of one compilation of `s`'s step."""
+  compiled = s.make()[1].lower(s.state, s.batch).compile()
+  flops = timing.compiled_flops(compiled)
+  rate = timing.steps_per_second(compiled, s.state, s.batch,
+                                 num_steps=num_steps, repeats=repeats)
+  return rate, flops
 
 
-def _finetune_setup():
-  return _parts(joint=False)
+def measure_steps(kinds=STEP_KINDS, *, encoder: str, num_steps: int,
+                  slow_steps: int, repeats: int,
+                  encoder_kwargs: dict[str, Any] | None = None
+                  ) -> dict[str, StepCost]:
+  """StepCost of each StepKind, by name (slow kinds time `slow_steps`)."""
+  costs = {}
+  for k in kinds:
+    s = setup(k.kind, encoder=encoder, encoder_kwargs=encoder_kwargs,
+              **dict(k.options))
+    rate, flops = measure(s,
+                          num_steps=slow_steps if k.slow else num_steps,
+                          repeats=repeats)
+    costs[k.name] = StepCost(k.name, k.batches, rate, flops)
+  return costs
 
 
-def _steps_per_second(make, state, batch) -> float:
-  return timing.steps_per_second(make()[1], state, batch,
-                                 num_steps=_STEPS.value,
-                                 repeats=_REPEATS.value)
+def table(costs: dict[str, StepCost], peak_gflops: float) -> list[str]:
+  """The per-step lines: steps/s, GFLOP/step, GFLOP/s, % of matmul peak."""
+  width = max(len(c.name) for c in costs.values())
+  bwidth = max(len(c.batches) for c in costs.values())
+  lines = [f"{'step':{width}s}  {'batch':{bwidth}s}  {'steps/s':>8s}  "
+           f"{'GFLOP/step':>10s}  {'GFLOP/s':>8s}  {'% of peak':>9s}"]
+  for c in costs.values():
+    lines.append(
+        f"{c.name:{width}s}  {c.batches:{bwidth}s}  {c.steps_per_s:8.1f}  "
+        f"{c.flops / 1e9:10.3f}  {c.gflops_per_s:8.1f}  "
+        f"{100 * c.gflops_per_s / peak_gflops:9.1f}")
+  return lines
 
 
-def _flops(make, state, batch) -> float:
-  analysis = make()[1].lower(state, batch).compile().cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  return float((analysis or {}).get("flops", float("nan")))
+def cost_ratio(costs: dict[str, StepCost], name: str,
+               base: str = "finetune") -> tuple[float, float]:
+  """(measured step-time ratio, XLA FLOP ratio) of step `name` to `base`."""
+  step, ref = costs[name], costs[base]
+  return ref.steps_per_s / step.steps_per_s, step.flops / ref.flops
+
+
+def _encoder_kwargs() -> dict[str, Any]:
+  if not _FAST_POOL.value:
+    return {}
+  if "fast_pool" not in models.encoder_fields(_ENCODER.value):
+    raise app.UsageError(f"--fast_pool: {_ENCODER.value!r} has no fast_pool.")
+  return {"fast_pool": True}
 
 
 def main(argv):
   del argv
   print(f"devices: {jax.devices()}")
-  l2tl = _l2tl_setup()
-  finetune = _finetune_setup()
-  flops_ratio = _flops(*l2tl) / _flops(*finetune)
-  l2tl_rate = _steps_per_second(*l2tl)
-  finetune_rate = _steps_per_second(*finetune)
-  measured = finetune_rate / l2tl_rate
+  peak = timing.matmul_gflops(size=_MATMUL_SIZE.value)
+  n = _MATMUL_SIZE.value
+  print(f"matmul peak (float32 {n}^3, jit, best of 5): {peak:.1f} GFLOP/s")
+  encoder_kwargs = _encoder_kwargs()
+  costs = measure_steps(encoder=_ENCODER.value, num_steps=_STEPS.value,
+                        slow_steps=_SLOW_STEPS.value, repeats=_REPEATS.value,
+                        encoder_kwargs=encoder_kwargs)
+  l2tl, finetune = costs["l2tl reinforce"], costs["finetune"]
+  measured, flops_ratio = cost_ratio(costs, "l2tl reinforce")
   ideal = (3 * 2 * TGT_BATCH + VAL_BATCH) / (3 * TGT_BATCH)
-  print(f"encoder: {_ENCODER.value}; batches: target {TGT_BATCH}, source "
+  kwargs = f" {encoder_kwargs}" if encoder_kwargs else ""
+  print(f"encoder: {_ENCODER.value}{kwargs}; batches: target {TGT_BATCH}, "
+        f"source "
         f"{SRC_OVERSAMPLE * TGT_BATCH} -> {TGT_BATCH}, validation {VAL_BATCH}")
-  print(f"l2tl outer steps/s: {l2tl_rate:.1f}")
-  print(f"finetune steps/s: {finetune_rate:.1f}")
+  print(f"l2tl outer steps/s: {l2tl.steps_per_s:.1f}")
+  print(f"finetune steps/s: {finetune.steps_per_s:.1f}")
   print(f"XLA flop ratio l2tl/finetune: {flops_ratio:.2f}")
   print(f"measured/ideal: {measured / ideal:.2f}")
   print(f"l2tl/finetune step-time ratio: measured {measured:.2f}, "
         f"ideal {ideal:.2f}")
+  print()
+  print("\n".join(table(costs, peak)))
+  meta_time, meta_flops = cost_ratio(costs, "l2tl meta_gradient")
+  print(f"meta_gradient/finetune: measured step-time ratio {meta_time:.2f}, "
+        f"XLA flop ratio {meta_flops:.2f}")
   if not _WINDOWS.value:
     return
   print("\nouter-step time / finetune step time (per model step):")
+  known = {"meta_gradient": costs["l2tl meta_gradient"],
+           "reinforce, 4 samples (leave-one-out), vmap":
+               costs["l2tl reinforce, 4 samples (leave-one-out)"]}
   variants = [("meta_gradient", 1, {"estimator": "meta_gradient"}),
               ("reinforce, 4 samples (leave-one-out), vmap", 1,
                {"num_samples": 4}),
@@ -135,8 +291,13 @@ def main(argv):
       variants.append((f"reinforce, window {n}, {loop}", n,
                        {"inner_steps": n, "inner_loop": loop}))
   for name, n, options in variants:
-    rate = _steps_per_second(*_l2tl_setup(**options))
-    ratio = finetune_rate / rate
+    if name in known:
+      rate = known[name].steps_per_s
+    else:
+      rate, _ = measure(setup("l2tl", encoder=_ENCODER.value,
+                              encoder_kwargs=encoder_kwargs, **options),
+                        num_steps=_STEPS.value, repeats=_REPEATS.value)
+    ratio = finetune.steps_per_s / rate
     print(f"  {name}: {ratio:.2f} ({ratio / n:.2f})")
 
 

@@ -6,6 +6,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 
 def steps_per_second(step: Callable[..., Any], state: Any, batch: Any, *,
@@ -25,3 +26,37 @@ def steps_per_second(step: Callable[..., Any], state: Any, batch: Any, *,
     jax.block_until_ready((state, metrics))
     best = max(best, num_steps / (time.perf_counter() - start))
   return best
+
+
+def compiled_flops(compiled: Any) -> float:
+  """XLA's FLOP count of one call of a compiled program (NaN if unknown).
+
+  Args:
+    compiled: a `jax.stages.Compiled` (`jax.jit(f).lower(...).compile()`).
+  """
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # Older jax: one dict per device.
+    analysis = analysis[0] if analysis else None
+  return float((analysis or {}).get("flops", float("nan")))
+
+
+def matmul_gflops(*, size: int = 2048, calls: int = 3,
+                  repeats: int = 5) -> float:
+  """Achieved GFLOP/s of a jitted float32 [size, size] @ [size, size] matmul.
+
+  The reference peak of the default device: best of `repeats` measurements of
+  `calls` back-to-back products each (2 * size^3 FLOPs per product).
+  """
+  rng_a, rng_b = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(rng_a, (size, size), jnp.float32)
+  b = jax.random.normal(rng_b, (size, size), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  jax.block_until_ready(matmul(a, b))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(calls):
+      out = matmul(a, b)
+    jax.block_until_ready(out)
+    best = min(best, (time.perf_counter() - start) / calls)
+  return 2.0 * size**3 / best / 1e9
