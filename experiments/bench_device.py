@@ -19,7 +19,6 @@ On a CPU it runs at small sizes too (the tests use 32 px).
 
 from __future__ import annotations
 
-import time
 
 import sys
 
@@ -61,19 +60,6 @@ ESTIMATORS = {"reinforce": {}, "meta_gradient": {
     "estimator": "meta_gradient", "src_normalization": "mean"}}
 
 
-def peak_flops(dtype, n: int, repeats: int = 5) -> float:
-  """FLOP/s of an n x n x n matmul in `dtype` (best of `repeats`)."""
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x, y: x @ y)
-  f(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(repeats):
-    start = time.perf_counter()
-    f(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - start)
-  return 2 * n**3 / best
-
-
 def _batch(rs, n, classes, size):
   return {"image": rs.rand(n, size, size, 3).astype(np.float32),
           "label": rs.randint(0, classes, n).astype(np.int32)}
@@ -113,10 +99,7 @@ def make_parts(kind: str, *, encoder: str, dtype: str, size: int, batch: int,
 def compiled_costs(step, state, batch) -> tuple[float, float]:
   """(XLA FLOPs per step, bytes of arguments + temporaries)."""
   compiled = step.lower(state, batch).compile()
-  analysis = compiled.cost_analysis()
-  if isinstance(analysis, (list, tuple)):
-    analysis = analysis[0]
-  flops = float((analysis or {}).get("flops", float("nan")))
+  flops = timing.compiled_flops(compiled)
   memory = compiled.memory_analysis()
   size = float("nan")
   if memory is not None:
@@ -185,7 +168,8 @@ def main(argv: list[str]) -> None:
     results = {kind: measure(kind, batch=batch, num_steps=_STEPS.value,
                              repeats=_REPEATS.value, **kwargs)
                for kind in ("finetune", *ESTIMATORS)}
-    peak = peak_flops(getattr(jnp, dtype), _MATMUL.value)
+    peak = 1e9 * timing.matmul_gflops(size=_MATMUL.value,
+                                      dtype=getattr(jnp, dtype))
     print("\n".join(report(dtype, results, peak, batch)), flush=True)
 
 

@@ -40,16 +40,17 @@ def compiled_flops(compiled: Any) -> float:
   return float((analysis or {}).get("flops", float("nan")))
 
 
-def matmul_gflops(*, size: int = 2048, calls: int = 3,
-                  repeats: int = 5) -> float:
-  """Achieved GFLOP/s of a jitted float32 [size, size] @ [size, size] matmul.
+def matmul_gflops(*, size: int = 2048, calls: int = 3, repeats: int = 5,
+                  dtype: Any = jnp.float32) -> float:
+  """Achieved GFLOP/s of a jitted [size, size] @ [size, size] matmul.
 
-  The reference peak of the default device: best of `repeats` measurements of
-  `calls` back-to-back products each (2 * size^3 FLOPs per product).
+  The reference peak of the default device in `dtype`: best of `repeats`
+  measurements of `calls` back-to-back products each (2 * size^3 FLOPs per
+  product).
   """
   rng_a, rng_b = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(rng_a, (size, size), jnp.float32)
-  b = jax.random.normal(rng_b, (size, size), jnp.float32)
+  a = jax.random.normal(rng_a, (size, size), dtype)
+  b = jax.random.normal(rng_b, (size, size), dtype)
   matmul = jax.jit(jnp.matmul)
   jax.block_until_ready(matmul(a, b))
   best = float("inf")

@@ -13,9 +13,9 @@ from typing import Any
 
 import ml_collections
 
+from l2tl_jax import build
 from l2tl_jax import methods as methods_lib
 from l2tl_jax import models
-from l2tl_jax import options as options_lib
 from l2tl_jax import outer
 from l2tl_jax import parallel
 
@@ -147,12 +147,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     method = methods_lib.get(config.method)
     if method.joint:
       try:  # The enumerations and combinations the L2TL step accepts.
-        options_lib.L2TLOptions.from_config(
-            config.l2tl, fixed_class_weights=None if method.has_policy
-            else (1.0,), fixed_alpha=None if method.learns_alpha else float(
-                config.l2tl.fixed_alpha),
-            weight_decay=config.train.weight_decay,
-            decay_set=config.train.decay_set or method.default_decay_set)
+        build.l2tl_options(config, method, None if method.has_policy
+                           else (1.0,))
       except ValueError as e:
         problems.append(f"config.l2tl: {e}")
   if problems:
