@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from l2tl_jax import estimators
 from l2tl_jax import methods as methods_lib
 from l2tl_jax import models
 from l2tl_jax import optim
@@ -217,6 +218,22 @@ def fixed_class_weights(method: methods_lib.Method, shapes: Shapes,
   return None
 
 
+def _first_order_fast(config: ml_collections.ConfigDict,
+                      model: models.TransferModel) -> models.TransferModel:
+  """`model` with LeNet's fast max pool where the config leaves it unset.
+
+  For steps that take first derivatives only, where the fast pool equals
+  flax's exactly (value and gradient): the same parameters, several times
+  faster on XLA:CPU. Steps that differentiate through the gradient (the
+  meta-gradient) keep flax's pool, whose second derivative the fast one
+  matches only up to rounding.
+  """
+  if ("fast_pool" in models.encoder_fields(config.model.encoder)
+      and "fast_pool" not in config.model.encoder_kwargs):
+    return model.clone(encoder=model.encoder.clone(fast_pool=True))
+  return model
+
+
 def target_stage(
     config: ml_collections.ConfigDict,
     *,
@@ -242,6 +259,10 @@ def target_stage(
     class_weights: the fixed class weights of a joint method that does not
       learn them (`fixed_class_weights`).
   """
+  options = (l2tl_options(config, method, class_weights) if method.joint
+             else None)
+  if options is None or not estimators.select(options).second_order:
+    model = _first_order_fast(config, model)
   tx = model_tx(config.train)
   eval_step = steps.make_eval_step(model=model, parallelism=par)
   if not method.joint:
@@ -251,7 +272,6 @@ def target_stage(
         model_state=model_state, rng=rng, par=par,
         bn_mode=config.model.get("bn_mode", "joint"))
     return Parts(model, tx, None, None, state, step, eval_step)
-  options = l2tl_options(config, method, class_weights)
   p_tx = p_params = None
   if method.has_policy:
     p_tx = policy_tx(config)
@@ -272,13 +292,7 @@ def source_stage(config: ml_collections.ConfigDict, shapes: Shapes, *,
   pcfg = config.pretrain
   model = make_model(config, heads=("src_head",), shapes=shapes,
                      axis_name=par.axis_name)
-  if ("fast_pool" in models.encoder_fields(config.model.encoder)
-      and "fast_pool" not in config.model.encoder_kwargs):
-    # Pre-training takes first derivatives only, where LeNet's fast pool
-    # equals flax's exactly: the same parameters, several times faster on
-    # XLA:CPU (the target stage keeps flax's pool: the meta-gradient's
-    # second derivatives would differ by rounding).
-    model = model.clone(encoder=model.encoder.clone(fast_pool=True))
+  model = _first_order_fast(config, model)
   tx = model_tx(pcfg)
   rng_init, rng_state = jax.random.split(jax.random.key(pcfg.seed))
   params, model_state = models.init_variables(model, rng_init,

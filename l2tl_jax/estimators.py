@@ -394,6 +394,9 @@ class Estimator:
       TrainState.estimator_state).
     update: (state, OuterData, Spec) -> Outcome.
     learns: whether it trains a policy (needs a policy optimiser).
+    second_order: whether its update differentiates through the model's
+      gradient (where operations equal in value and first derivative may
+      still differ in their second derivative by rounding).
     check: raises ValueError on options it cannot run with.
     about: one line for reports and errors.
   """
@@ -402,6 +405,7 @@ class Estimator:
   init: Callable[[], Any]
   update: Callable[[Any, OuterData, Spec], Outcome]
   learns: bool = True
+  second_order: bool = False
   check: Callable[[Any], None] = lambda options: None
   about: str = ""
 
@@ -419,7 +423,7 @@ ESTIMATORS: dict[str, Estimator] = {
         about="REINFORCE over S samples with leave-one-out advantages"),
     "meta_gradient": Estimator(
         "meta_gradient", _no_state, meta_gradient_update,
-        check=_check_samples,
+        second_order=True, check=_check_samples,
         about="exact gradient of the validation loss through the update"),
 }
 # Values config.l2tl.estimator may take ('fixed' follows from the method).

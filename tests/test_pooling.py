@@ -75,3 +75,51 @@ def test_bad_shapes_are_refused():
     pooling.max_pool(jnp.zeros((4, 4, 1)))
   with pytest.raises(ValueError, match="positive"):
     pooling.max_pool(jnp.zeros((1, 4, 4, 1)), (0, 2))
+
+
+def _target_stage(method_name, **overrides):
+  from experiments.configs import tiny
+  from l2tl_jax import build
+  from l2tl_jax import methods
+  from l2tl_jax import models
+  from l2tl_jax import parallel
+  from l2tl_jax import train
+  config = tiny.get_config()
+  config.method = method_name
+  config.update_from_flattened_dict(overrides)
+  config = train.resolve_config(config)
+  method = methods.get(method_name)
+  shapes = build.Shapes((12, 12, 1), 3, 2)
+  model = build.make_model(config, heads=method.heads, shapes=shapes)
+  params, state = models.init_variables(model, jax.random.key(0),
+                                        shapes.image_shape)
+  parts = build.target_stage(config, method=method, model=model,
+                             params=params, model_state=state,
+                             rng=jax.random.key(1), par=parallel.Parallelism(),
+                             class_weights=build.fixed_class_weights(
+                                 method, shapes))
+  rs = np.random.RandomState(0)
+  batch = {k: {"image": rs.rand(n, 12, 12, 1).astype(np.float32),
+               "label": rs.randint(0, c, n).astype(np.int32)}
+           for k, n, c in (("src", 16, 3), ("tgt", 8, 2), ("val", 32, 2))}
+  if not method.joint:
+    batch = batch["tgt"]
+  new_state, _ = parts.train_step(parts.state, batch)
+  return parts.model.encoder.fast_pool, new_state
+
+
+@pytest.mark.parametrize("method,overrides,fast", [
+    ("finetune", {}, True),
+    ("joint_uniform", {}, True),
+    ("l2tl", {"l2tl.mode": "reference"}, True),  # REINFORCE: first order.
+    ("l2tl", {"l2tl.mode": "recommended"}, False),  # Meta-gradient.
+    ("finetune", {"model.encoder_kwargs.fast_pool": False}, False),
+])
+def test_target_stage_takes_the_fast_pool_for_first_derivatives_only(
+    method, overrides, fast):
+  uses_fast, state = _target_stage(method, **overrides)
+  assert uses_fast == fast
+  if fast:  # The same step as flax's pool, to the last bit.
+    _, flax_state = _target_stage(
+        method, **overrides, **{"model.encoder_kwargs.fast_pool": False})
+    chex.assert_trees_all_equal(state.params, flax_state.params)
