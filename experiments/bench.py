@@ -1,7 +1,7 @@
 r"""Step-time benchmark: pre-training, fine-tuning and the L2TL outer steps.
 
   python -m experiments.bench [--steps=300] [--slow_steps=30] \
-      [--encoder=lenet] [--fast_pool] [--windows=1,2,4,8]
+      [--encoder=lenet] [--pool=auto|flax|fast] [--windows=1,2,4,8]
 
 Measures, on the default device, outer steps/s of L2TL and steps/s of the
 fine-tuning step at the reference batch sizes (8 target, 16 -> 8 source,
@@ -24,8 +24,11 @@ meta_gradient): steps/s, XLA's FLOPs per step
 the device's float32 matmul rate measured in the same run (a jitted
 2048^3 matmul, best of 5): the peak a step could approach. The slow rows
 (pre-training, 4 samples, meta-gradient) time --slow_steps steps.
-Pre-training runs LeNet's fast max pool (as source_stage builds it); the
-other steps run flax's unless --fast_pool.
+LeNet's max pool follows --pool: 'auto' (the default) builds each step as
+the runs do (`build.source_stage` / `build.target_stage`): the fast pool for
+the steps that take first derivatives only, flax's for the meta-gradient;
+'flax' and 'fast' force one for the target-stage steps (pre-training always
+runs the fast one, as source_stage builds it).
 
 With --windows it also times the outer step for credit windows of N model
 steps per action (unrolled and `lax.scan`), the meta-gradient step and the
@@ -48,6 +51,7 @@ import numpy as np
 from experiments import timing
 from experiments.configs import default as default_config
 from l2tl_jax import build
+from l2tl_jax import estimators
 from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import parallel
@@ -64,11 +68,11 @@ _WINDOWS = flags.DEFINE_list(
     "windows", [], "Credit windows N (model steps per action) to time.")
 _MATMUL_SIZE = flags.DEFINE_integer(
     "matmul_size", 2048, "n of the n^3 float32 matmul that measures the peak.")
-_FAST_POOL = flags.DEFINE_bool(
-    "fast_pool", False,
-    "LeNet's fast max pool (encoder_kwargs.fast_pool) in the fine-tuning and "
-    "L2TL steps too; pre-training uses it either way, as build.source_stage "
-    "does.")
+_POOL = flags.DEFINE_enum(
+    "pool", "auto", ["auto", "flax", "fast"],
+    "LeNet's max pool in the fine-tuning and L2TL steps: 'auto' as the runs "
+    "build them (fast for first derivatives only, flax's for the "
+    "meta-gradient), or one for all. Pre-training runs the fast pool.")
 
 TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
 NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)
@@ -134,8 +138,28 @@ def _pretrain_config(encoder: str, encoder_kwargs: dict[str, Any]):
   return config
 
 
+def step_encoder_kwargs(kind: str, encoder: str,
+                        encoder_kwargs: dict[str, Any] | None, pool: str,
+                        estimator: str | None = None) -> dict[str, Any]:
+  """`encoder_kwargs` with LeNet's max pool chosen for a step of `kind`.
+
+  'auto': the fast pool unless the step takes second derivatives (the
+  meta-gradient), as `build.target_stage` builds it. Pre-training is left
+  to `build.source_stage` (always fast); an explicit fast_pool stays.
+  """
+  kwargs = dict(encoder_kwargs or {})
+  if (kind == "pretrain" or "fast_pool" in kwargs
+      or "fast_pool" not in models.encoder_fields(encoder)):
+    return kwargs
+  second_order = kind == "l2tl" and estimators.ESTIMATORS[
+      estimator or "reinforce"].second_order
+  kwargs["fast_pool"] = pool == "fast" or (pool == "auto" and not second_order)
+  return kwargs
+
+
 def setup(kind: str, *, encoder: str,
-          encoder_kwargs: dict[str, Any] | None = None, **options) -> Setup:
+          encoder_kwargs: dict[str, Any] | None = None, pool: str = "auto",
+          **options) -> Setup:
   """The step of `kind`, built through `l2tl_jax.build`, a state and a batch.
 
   Args:
@@ -143,11 +167,15 @@ def setup(kind: str, *, encoder: str,
       'finetune' or 'l2tl' (`build.supervised_parts` / `build.joint_parts`).
     encoder: registered encoder name.
     encoder_kwargs: its constructor arguments.
+    pool: LeNet's max pool outside pre-training: 'auto' (fast unless the
+      estimator takes second derivatives, as `build.target_stage` builds
+      it), 'flax' or 'fast'. Ignored by encoders without `fast_pool`.
     **options: `L2TLOptions` of 'l2tl'.
   """
   if kind not in ("pretrain", "finetune", "l2tl"):
     raise ValueError(f"Unknown step kind {kind!r}.")
-  encoder_kwargs = dict(encoder_kwargs or {})
+  encoder_kwargs = step_encoder_kwargs(kind, encoder, encoder_kwargs, pool,
+                                       options.get("estimator"))
   rs = np.random.RandomState(0)
   par = parallel.Parallelism()
   if kind == "pretrain":
@@ -204,13 +232,13 @@ def measure(s: Setup, *, num_steps: int, repeats: int) -> tuple[float, float]:
 
 def measure_steps(kinds=STEP_KINDS, *, encoder: str, num_steps: int,
                   slow_steps: int, repeats: int,
-                  encoder_kwargs: dict[str, Any] | None = None
-                  ) -> dict[str, StepCost]:
+                  encoder_kwargs: dict[str, Any] | None = None,
+                  pool: str = "auto") -> dict[str, StepCost]:
   """StepCost of each StepKind, by name (slow kinds time `slow_steps`)."""
   costs = {}
   for k in kinds:
     s = setup(k.kind, encoder=encoder, encoder_kwargs=encoder_kwargs,
-              **dict(k.options))
+              pool=pool, **dict(k.options))
     rate, flops = measure(s,
                           num_steps=slow_steps if k.slow else num_steps,
                           repeats=repeats)
@@ -239,29 +267,24 @@ def cost_ratio(costs: dict[str, StepCost], name: str,
   return ref.steps_per_s / step.steps_per_s, step.flops / ref.flops
 
 
-def _encoder_kwargs() -> dict[str, Any]:
-  if not _FAST_POOL.value:
-    return {}
-  if "fast_pool" not in models.encoder_fields(_ENCODER.value):
-    raise app.UsageError(f"--fast_pool: {_ENCODER.value!r} has no fast_pool.")
-  return {"fast_pool": True}
-
-
 def main(argv):
   del argv
   print(f"devices: {jax.devices()}")
   peak = timing.matmul_gflops(size=_MATMUL_SIZE.value)
   n = _MATMUL_SIZE.value
   print(f"matmul peak (float32 {n}^3, jit, best of 5): {peak:.1f} GFLOP/s")
-  encoder_kwargs = _encoder_kwargs()
+  pool = _POOL.value
+  if (pool != "auto"
+      and "fast_pool" not in models.encoder_fields(_ENCODER.value)):
+    raise app.UsageError(f"--pool={pool}: {_ENCODER.value!r} has no choice "
+                         "of max pool (no fast_pool field).")
   costs = measure_steps(encoder=_ENCODER.value, num_steps=_STEPS.value,
                         slow_steps=_SLOW_STEPS.value, repeats=_REPEATS.value,
-                        encoder_kwargs=encoder_kwargs)
+                        pool=pool)
   l2tl, finetune = costs["l2tl reinforce"], costs["finetune"]
   measured, flops_ratio = cost_ratio(costs, "l2tl reinforce")
   ideal = (3 * 2 * TGT_BATCH + VAL_BATCH) / (3 * TGT_BATCH)
-  kwargs = f" {encoder_kwargs}" if encoder_kwargs else ""
-  print(f"encoder: {_ENCODER.value}{kwargs}; batches: target {TGT_BATCH}, "
+  print(f"encoder: {_ENCODER.value} (max pool: {pool}); batches: target {TGT_BATCH}, "
         f"source "
         f"{SRC_OVERSAMPLE * TGT_BATCH} -> {TGT_BATCH}, validation {VAL_BATCH}")
   print(f"l2tl outer steps/s: {l2tl.steps_per_s:.1f}")
@@ -294,8 +317,8 @@ def main(argv):
     if name in known:
       rate = known[name].steps_per_s
     else:
-      rate, _ = measure(setup("l2tl", encoder=_ENCODER.value,
-                              encoder_kwargs=encoder_kwargs, **options),
+      rate, _ = measure(setup("l2tl", encoder=_ENCODER.value, pool=pool,
+                              **options),
                         num_steps=_STEPS.value, repeats=_REPEATS.value)
     ratio = finetune.steps_per_s / rate
     print(f"  {name}: {ratio:.2f} ({ratio / n:.2f})")

@@ -87,6 +87,15 @@ PAIRED = {
 }
 META = {**REFERENCE, "l2tl.estimator": "meta_gradient",
         "l2tl.src_normalization": "mean", "l2tl.policy_lr": 0.1}
+# The recommended mode: the meta-gradient at policy Adam 0.01.
+META_01 = {**META, "l2tl.policy_lr": 0.01}
+# Weights that can exceed uniform's: lambda_c = a_c / 50 and alpha = a / 50
+# (up to 1.98, starting at an expected 0.99, uniform joint training's 1).
+ABOVE_UNIFORM = {"l2tl.class_weight_scale": 50.0,
+                 "l2tl.loss_weight_scale": 50.0}
+# The policy's expected weights at its start (zero logits, K = 100 levels):
+# E[a] / 100 = 0.495 for every class weight and for alpha.
+START_WEIGHT = 0.495
 
 VARIANTS: dict[str, Variant] = {
     "finetune": Variant("finetune", about="fine-tuning on the target only"),
@@ -118,8 +127,82 @@ VARIANTS: dict[str, Variant] = {
     "meta_gradient_window4": Variant(
         "l2tl", META, window=4,
         about="meta_gradient through 4 unrolled model steps"),
+    "meta_gradient_lr0.01_window4": Variant(
+        "l2tl", META_01, window=4,
+        about="meta_gradient_lr0.01 through 4 unrolled model steps"),
+    "meta_gradient_lr0.01_above_uniform": Variant(
+        "l2tl", {**META_01, **ABOVE_UNIFORM},
+        about="meta_gradient_lr0.01 with class weights and alpha in "
+        "[0, 1.98], starting at 0.99"),
+    "meta_gradient_lr0.01_val256": Variant(
+        "l2tl", {**META_01, "l2tl.val_batch_size": 256},
+        about="meta_gradient_lr0.01 with 256 validation images per step"),
 }
-DEFAULT_VARIANTS = tuple(v for v in VARIANTS if v != "meta_gradient_window4")
+DEFAULT_VARIANTS = tuple(v for v in VARIANTS if "window4" not in v
+                         and not v.startswith("meta_gradient_lr0.01_"))
+# Rows of benchmarks with a known answer (config.source_class_relevance).
+ORACLE_VARIANTS = ("oracle", "anti_oracle", "uniform_at_start",
+                   "oracle_at_start")
+
+
+def known_answer_variants(relevance) -> dict[str, Variant]:
+  """The fixed-weight rows of a benchmark whose relevant classes are known.
+
+  Args:
+    relevance: config.source_class_relevance, one 0/1 per source class.
+
+  Returns:
+    'oracle' (weight 1 on the relevant classes, 0 elsewhere; alpha 1),
+    'anti_oracle' (the reverse), and both at the policy's starting scale
+    ('uniform_at_start', 'oracle_at_start': weights and alpha 0.495), so that
+    selection and the amount of source weight can be told apart.
+  """
+  rel = tuple(float(r) for r in relevance)
+  if not rel or set(rel) - {0.0, 1.0} or len(set(rel)) < 2:
+    raise ValueError(
+        "config.source_class_relevance must hold a 0 or 1 per source class, "
+        f"with both present; got {tuple(relevance)}.")
+  anti = tuple(1.0 - r for r in rel)
+  start = {"l2tl.fixed_alpha": START_WEIGHT}
+  return {
+      "oracle": Variant(
+          "joint_fixed", {"l2tl.fixed_class_weights": rel},
+          about="joint training on the relevant source classes only "
+          "(fixed weight 1, others 0)"),
+      "anti_oracle": Variant(
+          "joint_fixed", {"l2tl.fixed_class_weights": anti},
+          about="joint training on the irrelevant source classes only"),
+      "uniform_at_start": Variant(
+          "joint_fixed", {"l2tl.fixed_class_weights": (START_WEIGHT,) * len(rel),
+                          **start},
+          about=f"joint_uniform at the policy's starting scale (every class "
+          f"weight and alpha {START_WEIGHT})"),
+      "oracle_at_start": Variant(
+          "joint_fixed", {"l2tl.fixed_class_weights": tuple(
+              START_WEIGHT * r for r in rel), **start},
+          about=f"oracle at the policy's starting scale (relevant classes "
+          f"and alpha {START_WEIGHT})"),
+  }
+
+
+def study_variants(config: ml_collections.ConfigDict) -> dict[str, Variant]:
+  """`VARIANTS`, plus the known-answer rows where the config has them."""
+  relevance = config.get("source_class_relevance")
+  if relevance is None:
+    return dict(VARIANTS)
+  return {**VARIANTS, **known_answer_variants(relevance)}
+
+
+def ranking_auc(weights, relevance) -> float:
+  """P(a relevant class outweighs an irrelevant one), ties counting 1/2.
+
+  The area under the ROC curve of the weights as a score for relevance:
+  1 ranks every relevant class above every irrelevant one, 0.5 is chance.
+  """
+  w = np.asarray(weights, np.float64)
+  rel = np.asarray(relevance, bool)
+  pos, neg = w[rel][:, None], w[~rel][None, :]
+  return float(np.mean((pos > neg) + 0.5 * (pos == neg)))
 BASELINES = ("finetune", "joint_uniform")
 
 # --config, --workdir and --seeds are experiments.compare's flags.
@@ -212,7 +295,8 @@ def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
       config, method=method, model=model, params=params,
       model_state=model_state, rng=jax.random.key(0),
       par=parallel.Parallelism(),
-      class_weights=build.fixed_class_weights(method, shapes, datl))
+      class_weights=build.fixed_class_weights(
+          method, shapes, datl, config.l2tl.get("fixed_class_weights")))
   rs = np.random.RandomState(0)
 
   def batch(n, classes):
@@ -280,12 +364,56 @@ def summarize_variant(
   return row
 
 
-def check_variants(variants: Sequence[str], seeds: int) -> None:
-  """Raises ValueError on variant names or seed counts no study runs."""
-  unknown = [v for v in variants if v not in VARIANTS]
+def score_against_truth(rows: dict[str, dict[str, Any]],
+                        relevance: Sequence[float]) -> None:
+  """Adds the known-answer scores to the study rows, in place.
+
+  Per row with learned class weights: 'auc' (per seed, mean, std, min) of
+  the expected class weights against `relevance`. Per row, when the study
+  has 'joint_uniform' and 'oracle': 'oracle_gap_closed' =
+  (row - joint_uniform) / (oracle - joint_uniform) on mean last-step test
+  accuracy (1: as good as the oracle, 0: as uniform, < 0: worse).
+  """
+  for row in rows.values():
+    weights = row.get("class_weights")
+    if weights is None:
+      continue
+    if len(weights["names"]) != len(relevance):
+      raise ValueError(
+          f"config.source_class_relevance has {len(relevance)} entries, the "
+          f"source has {len(weights['names'])} classes "
+          f"({', '.join(weights['names'])}).")
+    aucs = [ranking_auc(w, relevance) for w in weights["per_seed"]]
+    mean, std = report.stats(aucs)
+    row["auc"] = {"per_seed": aucs, "mean": mean, "std": std,
+                  "min": float(min(aucs))}
+  if "joint_uniform" in rows and "oracle" in rows:
+    uniform = rows["joint_uniform"]["test_mean"]
+    gap = rows["oracle"]["test_mean"] - uniform
+    for row in rows.values():
+      row["oracle_gap_closed"] = ((row["test_mean"] - uniform) / gap
+                                  if gap else None)
+
+
+def check_variants(variants: Sequence[str], seeds: int,
+                   known: dict[str, Variant] | None = None) -> None:
+  """Raises ValueError on variant names or seed counts no study runs.
+
+  Args:
+    variants: the names asked for.
+    seeds: the number of seeds.
+    known: the variants available (default `VARIANTS`; `study_variants`
+      adds the oracle rows of a benchmark with a known answer).
+  """
+  known = VARIANTS if known is None else known
+  unknown = [v for v in variants if v not in known]
   if unknown or not variants or len(set(variants)) != len(variants):
+    hint = ""
+    if any(v in ORACLE_VARIANTS for v in unknown):
+      hint = (" The oracle rows need config.source_class_relevance (a "
+              "benchmark with a known answer).")
     raise ValueError(f"Variants must be distinct names among "
-                     f"{', '.join(VARIANTS)}; got {list(variants)}.")
+                     f"{', '.join(known)}; got {list(variants)}.{hint}")
   if seeds < 1:
     raise ValueError(f"The number of seeds must be >= 1, got {seeds}.")
 
@@ -315,11 +443,12 @@ def run_study(
     runner.RunFailedError, runner.RunInterruptedError: as
       `compare.run_comparison`.
   """
-  check_variants(variants, seeds)
+  known = study_variants(config)
+  check_variants(variants, seeds, known)
   workdir = os.path.abspath(workdir)
   pretrain_dir = runner.pretrain_dir(config, workdir)
   plan = [
-      (name, variant_config(config, VARIANTS[name], seed=s,
+      (name, variant_config(config, known[name], seed=s,
                             pretrain_dir=pretrain_dir),
        os.path.join(workdir, "runs", name, f"seed{s}"))
       for name in variants for s in range(seeds)
@@ -328,7 +457,10 @@ def run_study(
   rows = {}
   for name in variants:
     seed_runs = [(c.seed, d, results[d]) for v, c, d in plan if v == name]
-    rows[name] = summarize_variant(name, VARIANTS[name], seed_runs)
+    rows[name] = summarize_variant(name, known[name], seed_runs)
+  relevance = config.get("source_class_relevance")
+  if relevance is not None:
+    score_against_truth(rows, relevance)
   first = next(iter(results.values()))
   task = {**first["task"], "src_class_names": first["src_class_names"],
           "tgt_class_names": first["tgt_class_names"]}
@@ -375,20 +507,31 @@ def _pm(mean: float | None, std: float | None, scale: float = 100.0,
 
 def study_table(summary: dict[str, Any]) -> str:
   """Markdown: one line per variant, accuracies in %."""
+  truth = any("auc" in r or "oracle_gap_closed" in r
+              for r in summary["variants"].values())
+  extra_head = " AUC (min) | oracle gap closed | alpha |" if truth else ""
   lines = [
       "| variant | test acc | test acc (val-selected) | val acc | "
-      "weight rank corr. | step time / finetune |",
-      "|---|---|---|---|---|---|",
+      "weight rank corr. | step time / finetune |" + extra_head,
+      "|---|---|---|---|---|---|" + ("---|---|---|" if truth else ""),
   ]
   for name, r in summary["variants"].items():
     spearman = r.get("spearman")
     ratio = r.get("step_time_vs_finetune")
+    extra = ""
+    if truth:
+      auc, gap = r.get("auc"), r.get("oracle_gap_closed")
+      auc_cell = ("-" if auc is None else
+                  f"{_pm(auc['mean'], auc['std'], 1.0)} ({auc['min']:.2f})")
+      gap_cell = "-" if gap is None else f"{gap:.2f}"
+      alpha_cell = _pm(r.get("alpha_mean"), r.get("alpha_std"), 1.0, 3)
+      extra = f" {auc_cell} | {gap_cell} | {alpha_cell} |"
     lines.append(
         f"| {name} | {_pm(r['test_mean'], r['test_std'])} | "
         f"{_pm(r.get('val_selected_test_mean'), r.get('val_selected_test_std'))}"
         f" | {100 * r['val_mean']:.2f} | "
         f"{'-' if spearman is None else f'{spearman:.2f}'} | "
-        f"{'-' if ratio is None else f'{ratio:.2f}'} |")
+        f"{'-' if ratio is None else f'{ratio:.2f}'} |" + extra)
   return "\n".join(lines) + "\n"
 
 
@@ -449,7 +592,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   try:
-    check_variants(_VARIANTS.value, flags.FLAGS.seeds)
+    check_variants(_VARIANTS.value, flags.FLAGS.seeds,
+                   study_variants(flags.FLAGS.config))
   except ValueError as e:
     raise app.UsageError(str(e)) from e
   cli.setup_logging(flags.FLAGS.workdir)

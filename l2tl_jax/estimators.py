@@ -219,7 +219,8 @@ def _action_weights(actions, spec: Spec):
   """(class weights, alpha) of sampled actions; fixed parts stay fixed."""
   opts = spec.options
   if opts.learns_classes:
-    class_w = policy_lib.class_weights(actions["class"], opts.num_levels)
+    class_w = policy_lib.class_weights(actions["class"],
+                                       opts.class_weight_divisor)
   else:
     class_w = spec.fixed_class_weights
   if opts.learns_alpha:
@@ -337,7 +338,8 @@ def meta_gradient_update(state, data: OuterData, spec: Spec) -> Outcome:
   opts = spec.options
 
   def objective(policy_params):
-    class_w = (policy_lib.expected_class_weights(policy_params)
+    class_w = (policy_lib.expected_class_weights(policy_params,
+                                                 opts.class_weight_divisor)
                if opts.learns_classes else spec.fixed_class_weights)
     alpha = (policy_lib.expected_alpha(policy_params, opts.loss_weight_scale)
              if opts.learns_alpha else _fixed_alpha(spec))

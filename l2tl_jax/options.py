@@ -19,7 +19,10 @@ class L2TLOptions:
   """What the L2TL outer step does. Defaults reproduce the reference.
 
   Attributes:
-    num_levels: K, weight levels per source class (lambda_c = a_c / K).
+    num_levels: K, weight levels per source class.
+    class_weight_scale: lambda_c = a_c / class_weight_scale; None: K (the
+      reference, lambda_c < 1). K / 2 lets a class weigh up to about 2 and
+      starts the policy at an expected weight of about 1, uniform's.
     num_alpha_levels: levels of the alpha categorical.
     loss_weight_scale: alpha = a / loss_weight_scale.
     fixed_class_weights: None to sample class weights from the policy, or one
@@ -75,6 +78,7 @@ class L2TLOptions:
   """
 
   num_levels: int = 100
+  class_weight_scale: float | None = None
   num_alpha_levels: int = 100
   loss_weight_scale: float = 100.0
   fixed_class_weights: tuple[float, ...] | None = None
@@ -137,6 +141,9 @@ class L2TLOptions:
       raise ValueError(
           f"inner_loop must be 'unroll' or 'scan', got {self.inner_loop!r}"
       )
+    if self.class_weight_scale is not None and not self.class_weight_scale > 0:
+      raise ValueError(
+          f"class_weight_scale must be > 0, got {self.class_weight_scale}.")
     if self.inner_steps < 1 or self.src_oversample < 1:
       raise ValueError("inner_steps and src_oversample must be >= 1.")
     if not 0.0 <= self.baseline_momentum < 1.0:
@@ -155,6 +162,11 @@ class L2TLOptions:
   @property
   def learns_alpha(self) -> bool:
     return self.fixed_alpha is None
+
+  @property
+  def class_weight_divisor(self) -> float:
+    return (self.num_levels if self.class_weight_scale is None
+            else self.class_weight_scale)
 
   @property
   def has_policy(self) -> bool:

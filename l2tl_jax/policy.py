@@ -3,10 +3,12 @@
 One categorical over `num_levels` weight levels per source class, and one over
 `num_alpha_levels` levels for the global source-loss weight:
 
-  a_c ~ Cat(softmax(class_logits[c]))  ->  lambda_c = a_c / num_levels
+  a_c ~ Cat(softmax(class_logits[c]))  ->  lambda_c = a_c / class_weight_scale
   a   ~ Cat(softmax(alpha_logits))     ->  alpha    = a / loss_weight_scale
 
-Logits start at zero (uniform), as in the reference.
+Logits start at zero (uniform), as in the reference. The reference divides
+by the number of levels (class_weight_scale = K: lambda_c < 1, starting at an
+expected (K-1)/2K); a smaller scale lets a class weigh more than 1.
 """
 
 from __future__ import annotations
@@ -108,9 +110,9 @@ def entropy(params: PolicyParams, *, include_alpha: bool = True) -> jax.Array:
   return total
 
 
-def class_weights(class_actions: jax.Array, num_levels: int) -> jax.Array:
-  """lambda_c = a_c / K, float32 [C_src]."""
-  return class_actions.astype(jnp.float32) / num_levels
+def class_weights(class_actions: jax.Array, scale: float) -> jax.Array:
+  """lambda_c = a_c / scale (reference: scale = K), float32 [C_src]."""
+  return class_actions.astype(jnp.float32) / scale
 
 
 def alpha_value(alpha_action: jax.Array, loss_weight_scale: float) -> jax.Array:
@@ -118,11 +120,16 @@ def alpha_value(alpha_action: jax.Array, loss_weight_scale: float) -> jax.Array:
   return alpha_action.astype(jnp.float32) / loss_weight_scale
 
 
-def expected_class_weights(params: PolicyParams) -> jax.Array:
-  """E[lambda_c] = sum_k softmax(class_logits[c])_k * k / K, float32 [C_src]."""
+def expected_class_weights(params: PolicyParams,
+                           scale: float | None = None) -> jax.Array:
+  """E[lambda_c] = sum_k softmax(class_logits[c])_k * k / scale, [C_src].
+
+  `scale` defaults to K (the reference: lambda_c in [0, (K-1)/K]).
+  """
   num_levels = params["class_logits"].shape[-1]
   probs = jax.nn.softmax(params["class_logits"])
-  return probs @ (jnp.arange(num_levels, dtype=jnp.float32) / num_levels)
+  return probs @ (jnp.arange(num_levels, dtype=jnp.float32)
+                  / (num_levels if scale is None else scale))
 
 
 def expected_alpha(params: PolicyParams, loss_weight_scale: float) -> jax.Array:

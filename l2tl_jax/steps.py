@@ -214,7 +214,8 @@ def _finish(state: TrainState, outcome: estimators.Outcome,
   )
   if options.learns_classes:
     metrics["policy/mean_expected_class_weight"] = jnp.mean(
-        policy_lib.expected_class_weights(outcome.policy_params))
+        policy_lib.expected_class_weights(outcome.policy_params,
+                                          options.class_weight_divisor))
   finite = all_finite([metrics["train/src_loss"], metrics["train/tgt_loss"],
                        params, outcome.policy_params, outcome.checked])
   metrics["train/nonfinite"] = 1.0 - finite.astype(jnp.float32)

@@ -322,7 +322,8 @@ class _Run:
     out = {}
     if self.options.learns_classes:
       out["policy/expected_class_weights"] = np.asarray(
-          policy_lib.expected_class_weights(state.policy_params)
+          policy_lib.expected_class_weights(
+              state.policy_params, self.options.class_weight_divisor)
       ).round(6).tolist()
     if self.options.learns_alpha:
       out["policy/expected_alpha"] = float(

@@ -44,6 +44,7 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "l2tl.num_levels": (INT, 1, None, True),
     "l2tl.num_alpha_levels": (INT, 1, None, True),
     "l2tl.loss_weight_scale": (FLOAT, 0, None, False),
+    "l2tl.class_weight_scale": (FLOAT, 0, None, False),
     "l2tl.policy_lr": (FLOAT, 0, None, True),
     "l2tl.inner_steps": (INT, 1, None, True),
     "l2tl.baseline_momentum": (FLOAT, 0, 1, True),
@@ -56,6 +57,8 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "checkpoint_every_steps": (INT, 1, None, True),
     "checkpoints_to_keep": (INT, 1, None, True),
 }
+# Fields of RANGES that may also be None (their default).
+OPTIONAL = frozenset({"l2tl.class_weight_scale"})
 # Piecewise schedules: (boundaries, scales).
 SCHEDULES = (("train.lr_boundaries", "train.lr_scales"),
              ("pretrain.lr_boundaries", "pretrain.lr_scales"),
@@ -136,7 +139,10 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if init_from and not os.path.exists(init_from):
     problems.append(f"config.model.init_from {init_from!r} does not exist")
   for name, spec in RANGES.items():
-    problem = _range_problem(name, _get(config, name), *spec)
+    value = _get(config, name)
+    if value is None and name in OPTIONAL:
+      continue
+    problem = _range_problem(name, value, *spec)
     if problem:
       problems.append(problem)
   for names in SCHEDULES:

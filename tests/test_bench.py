@@ -57,3 +57,21 @@ def test_table_and_ratios(costs):
 def test_unknown_step_kind_is_refused():
   with pytest.raises(ValueError, match="Unknown step kind"):
     bench.setup("distill", encoder="mlp")
+
+
+@pytest.mark.parametrize("kind,pool,estimator,want", [
+    ("finetune", "auto", None, {"fast_pool": True}),
+    ("l2tl", "auto", None, {"fast_pool": True}),  # REINFORCE.
+    ("l2tl", "auto", "meta_gradient", {"fast_pool": False}),
+    ("l2tl", "fast", "meta_gradient", {"fast_pool": True}),
+    ("finetune", "flax", None, {"fast_pool": False}),
+    ("pretrain", "flax", None, {}),  # build.source_stage decides.
+])
+def test_the_max_pool_follows_how_the_runs_build_each_step(
+    kind, pool, estimator, want):
+  assert bench.step_encoder_kwargs(kind, "lenet", None, pool,
+                                   estimator) == want
+  # An explicit choice stays; encoders without the field are untouched.
+  assert bench.step_encoder_kwargs(kind, "lenet", {"fast_pool": False}, pool,
+                                   estimator) == {"fast_pool": False}
+  assert bench.step_encoder_kwargs(kind, "mlp", None, pool, estimator) == {}

@@ -130,3 +130,12 @@ def test_a_state_of_another_estimator_is_refused():
   step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx)
   with pytest.raises(ValueError, match="'reinforce' estimator"):
     step(state, _batch())
+
+
+def test_class_weight_scale_is_checked_and_divides_the_levels():
+  from l2tl_jax import options as options_lib
+  with pytest.raises(ValueError, match="class_weight_scale must be > 0"):
+    options_lib.L2TLOptions(class_weight_scale=0.0)
+  opts = options_lib.L2TLOptions(class_weight_scale=50.0)
+  assert opts.class_weight_divisor == 50.0
+  assert options_lib.L2TLOptions().class_weight_divisor == 100

@@ -40,6 +40,13 @@ class PolicyTest(parameterized.TestCase):
     self.assertAlmostEqual(
         float(policy.expected_alpha(params, 100.0)), 0.495, places=5
     )
+    # class_weight_scale = K/2: the same levels weigh twice as much.
+    chex.assert_trees_all_close(
+        policy.expected_class_weights(params, 50.0), jnp.full((10,), 0.99),
+        atol=1e-6)
+    np.testing.assert_allclose(
+        policy.class_weights(jnp.array([0, 3, 99]), 50.0), [0.0, 0.06, 1.98],
+        rtol=1e-6)
 
   def test_sample_shapes_and_frequencies(self):
     params = {

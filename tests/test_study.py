@@ -91,6 +91,61 @@ def test_modes_fill_only_unset_fields():
     train.resolve_config(config)
 
 
+def test_ranking_auc_by_hand():
+  rel = (1, 1, 0, 0)
+  assert study.ranking_auc([0.9, 0.8, 0.1, 0.2], rel) == 1.0
+  assert study.ranking_auc([0.1, 0.2, 0.9, 0.8], rel) == 0.0
+  # Pairs (rel, irrel): (.5,.4) win, (.5,.6) loss, (.4,.4) tie, (.4,.6) loss.
+  assert study.ranking_auc([0.5, 0.4, 0.4, 0.6], rel) == pytest.approx(1.5 / 4)
+  assert study.ranking_auc([0.3] * 4, rel) == 0.5  # All ties: chance.
+
+
+def test_known_answer_rows():
+  variants = study.known_answer_variants((1, 0, 1))
+  assert set(variants) == set(study.ORACLE_VARIANTS)
+  weights = {n: v.overrides["l2tl.fixed_class_weights"]
+             for n, v in variants.items()}
+  assert weights["oracle"] == (1.0, 0.0, 1.0)
+  assert weights["anti_oracle"] == (0.0, 1.0, 0.0)
+  assert weights["uniform_at_start"] == (0.495,) * 3
+  assert weights["oracle_at_start"] == (0.495, 0.0, 0.495)
+  assert variants["oracle_at_start"].overrides["l2tl.fixed_alpha"] == 0.495
+  assert all(v.method == "joint_fixed" for v in variants.values())
+  config = study.variant_config(fashion_tops.get_config(), variants["oracle"],
+                                seed=0, pretrain_dir="/tmp/p")
+  assert tuple(config.l2tl.fixed_class_weights) == (1.0, 0.0, 1.0)
+  for bad in ((1, 1), (0.5, 1, 0), ()):
+    with pytest.raises(ValueError, match="source_class_relevance"):
+      study.known_answer_variants(bad)
+  # Only benchmarks with a known answer offer the oracle rows.
+  with pytest.raises(ValueError, match="need config.source_class_relevance"):
+    study.check_variants(["oracle"], 1, study.study_variants(
+        fashion_tops.get_config()))
+  from experiments.configs import corrupted
+  study.check_variants(["oracle"], 1,
+                       study.study_variants(corrupted.get_config()))
+
+
+def test_scores_against_the_known_answer_by_hand():
+  def row(test_mean, per_seed=None):
+    out = {"test_mean": test_mean}
+    if per_seed is not None:
+      out["class_weights"] = {"names": ["a", "b", "c"], "per_seed": per_seed}
+    return out
+  rows = {"joint_uniform": row(0.60), "oracle": row(0.64),
+          "l2tl": row(0.61, [[0.9, 0.1, 0.5], [0.2, 0.3, 0.4]])}
+  study.score_against_truth(rows, (1, 0, 1))
+  # Seed 0: a > b, c > b -> 1. Seed 1: a < b, c > b -> 0.5.
+  assert rows["l2tl"]["auc"]["per_seed"] == [1.0, 0.5]
+  assert rows["l2tl"]["auc"]["mean"] == 0.75
+  assert rows["l2tl"]["auc"]["min"] == 0.5
+  assert rows["l2tl"]["oracle_gap_closed"] == pytest.approx(0.25)
+  assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
+  assert rows["joint_uniform"]["oracle_gap_closed"] == 0.0
+  with pytest.raises(ValueError, match="has 2 entries, the source has 3"):
+    study.score_against_truth({"l2tl": row(0.6, [[1, 2, 3]])}, (1, 0))
+
+
 @pytest.mark.slow
 def test_run_study_end_to_end(tmp_path):
   config = tiny.get_config()
@@ -99,8 +154,10 @@ def test_run_study_end_to_end(tmp_path):
       "train.steps": 8, "eval.every_steps": 4, "log_every_steps": 4,
       "checkpoint_every_steps": 8, "write_plots": False,
       "train.lr_boundaries": (4,), "l2tl.policy_lr_boundaries": (4,)})
+  # A made-up known answer: the first five source digits count.
+  config.source_class_relevance = (1,) * 5 + (0,) * 5
   names = ["finetune", "reinforce_paired_loo4", "meta_gradient",
-           "reinforce_paired_window4"]
+           "reinforce_paired_window4", "joint_uniform", "oracle"]
   workdir = str(tmp_path / "study")
   summary = study.run_study(config, workdir, seeds=2, variants=names,
                             bench_steps=2)
@@ -111,7 +168,7 @@ def test_run_study_end_to_end(tmp_path):
     assert json.load(f)["variants"].keys() == summary["variants"].keys()
   rows = summary["variants"]
   assert "class_weights" not in rows["finetune"]
-  for name in names[1:]:
+  for name in names[1:4]:
     row = rows[name]
     w = np.asarray(row["class_weights"]["per_seed"])
     chex.assert_shape(w, (2, 10))  # 2 seeds x the 10 source digits.
@@ -131,6 +188,19 @@ def test_run_study_end_to_end(tmp_path):
   window = json.load(open(os.path.join(
       rows["reinforce_paired_window4"]["run_dirs"][0], "results.json")))
   assert window["steps"] == 2
+  # The oracle ran with its fixed weights, and every learned row is scored.
+  oracle = json.load(open(os.path.join(rows["oracle"]["run_dirs"][0],
+                                       "config.json")))
+  assert oracle["l2tl"]["fixed_class_weights"] == [1.0] * 5 + [0.0] * 5
+  for name in names[1:4]:
+    auc = rows[name]["auc"]
+    assert auc["per_seed"] == [
+        study.ranking_auc(w, config.source_class_relevance)
+        for w in rows[name]["class_weights"]["per_seed"]]
+  gap = rows["oracle"]["test_mean"] - rows["joint_uniform"]["test_mean"]
+  if gap:
+    assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
   markdown = open(os.path.join(workdir, "study.md")).read()
+  assert "oracle gap closed" in markdown
   for name in names:
     assert f"| {name} |" in markdown

@@ -51,4 +51,9 @@ def get_config():
   d.source_corrupt_classes = CORRUPTED
   d.source_corrupt_fraction = FRACTION
   d.source_corrupt_seed = 0
+  # Known answer, in source label order (Trouser, Dress, Sandal, Sneaker,
+  # Bag, Ankle boot): the corrupted classes are the harmful ones.
+  config.source_class_relevance = tuple(
+      int(fashion_tops.FASHION_CLASSES[c] not in CORRUPTED)
+      for c in fashion_tops.NOT_TOPS)
   return config

@@ -108,6 +108,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.l2tl.val_batch_size = config_dict.placeholder(int)
   # K: weight levels per source class, lambda = a / K.
   config.l2tl.num_levels = 100
+  # lambda = a / class_weight_scale; None: K (reference, lambda < 1). K / 2:
+  # up to about 2, starting at about 1 (uniform joint training's weight).
+  config.l2tl.class_weight_scale = config_dict.placeholder(float)
   # Levels of the alpha categorical.
   config.l2tl.num_alpha_levels = 100
   # alpha = a / loss_weight_scale.
@@ -165,6 +168,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.parallelism = "jit"
   # Directory of cached source pre-trainings; None: <workdir>/pretrain.
   config.pretrain_cache_dir = config_dict.placeholder(str)
+  # Benchmarks with a known answer: one 0/1 per source class in source label
+  # order, 1 where the class is known to help the target. experiments.study
+  # then adds the fixed-weight oracle rows and scores the learned weights
+  # (ranking AUC, share of the oracle gap closed). No run reads it.
+  config.source_class_relevance = config_dict.placeholder(tuple)
   # Draw a progress bar (steps/s, ETA) on stderr.
   config.progress_bar = True
   # Write PNG plots into <workdir>/plots at the end.
