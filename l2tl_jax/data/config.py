@@ -63,7 +63,8 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   config.target_label_mod = 5
   # Split the target train examples come from.
   config.target_train_split = 'train'
-  # Target train examples per class; None takes all.
+  # Target train examples per class; None takes all (all that the validation
+  # and test draws leave, when they share its split).
   config.target_train_per_class = 60
   # Split of the target validation examples (the L2TL reward); None: none.
   config.target_val_split = 'test'

@@ -749,6 +749,11 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
     tgt_draws.append(Draw('tgt_test', config.target_test_split,
                           config.target_test_per_class,
                           'target_test_per_class'))
+  if (config.target_train_per_class is None and len(tgt_draws) > 1
+      and any(d.split == config.target_train_split for d in tgt_draws[1:])):
+    # Train takes all that the splits drawn from the same dataset split leave
+    # (e.g. the authors' Pets: 20 per class for validation, the rest train).
+    tgt_draws = tgt_draws[1:] + tgt_draws[:1]
   tgt = draw_splits(tgt_ds, tgt_map, tgt_draws, classes_field='target_classes',
                     **common)
 
