@@ -30,6 +30,15 @@ from jax.sharding import PartitionSpec as P
 from l2tl_jax.data import sharding as data_sharding
 
 MODES = ("jit", "mesh", "pmap")
+# Config values: a mode, or 'auto' (`resolve_mode`).
+CONFIG_MODES = ("auto", *MODES)
+
+
+def resolve_mode(mode: str) -> str:
+  """'auto' -> 'mesh' with several devices (in any process), else 'jit'."""
+  if mode == "auto":
+    return "mesh" if jax.device_count() > 1 else "jit"
+  return mode
 
 
 def axis_size(axis_name: str | None) -> int:
@@ -78,7 +87,7 @@ class Parallelism:
   """Compilation and placement for steps.
 
   Attributes:
-    mode: 'jit', 'mesh' or 'pmap'.
+    mode: 'jit', 'mesh' or 'pmap' ('auto' is resolved on construction).
     num_devices: devices to use for 'mesh'/'pmap' (None: all local devices).
     axis: name of the data-parallel axis.
     max_traces: how often a step may be traced before it is an error
@@ -91,6 +100,7 @@ class Parallelism:
   max_traces: int = 1
 
   def __post_init__(self):
+    object.__setattr__(self, "mode", resolve_mode(self.mode))
     if self.mode not in MODES:
       raise ValueError(f"parallelism mode must be one of {MODES}, got {self.mode!r}")
     available = jax.local_device_count()

@@ -483,6 +483,11 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
     return results
 
   par = parallel.Parallelism(config.parallelism)
+  method = methods.get(config.method)
+  validation.check_batches(
+      config, devices=par.size, mode=par.mode, joint=method.joint,
+      pretrains=method.init == "pretrained" and not config.model.get(
+          "init_from"))
   task = data.build_task(config.data)
   sizes = ", ".join(f"{k} {len(v)}" for k, v in task.splits().items())
   logging.info("Data ready: %s -> %s (%s).", config.data.source,

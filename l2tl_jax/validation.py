@@ -114,9 +114,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if config.method not in methods_lib.METHODS:
     problems.append(f"config.method must be one of "
                     f"{', '.join(methods_lib.METHODS)}, got {config.method!r}")
-  if config.parallelism not in parallel.MODES:
-    problems.append(f"config.parallelism must be one of {parallel.MODES}, "
-                    f"got {config.parallelism!r}")
+  if config.parallelism not in parallel.CONFIG_MODES:
+    problems.append(f"config.parallelism must be one of "
+                    f"{parallel.CONFIG_MODES}, got {config.parallelism!r}")
   if config.model.get("dtype", "float32") not in ("float32", "bfloat16"):
     problems.append("config.model.dtype must be 'float32' or 'bfloat16', "
                     f"got {config.model.dtype!r}")
@@ -161,3 +161,33 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     raise ConfigError(
         f"{len(problems)} config field(s) cannot be used: "
         + "; ".join(problems) + ". Fix them (--config.FIELD=VALUE) and rerun.")
+
+
+def check_batches(config: ml_collections.ConfigDict, *, devices: int,
+                  mode: str, joint: bool, pretrains: bool) -> None:
+  """Raises ConfigError when a global batch does not split over the devices.
+
+  Args:
+    config: the resolved run config.
+    devices: the devices a global batch is split over.
+    mode: the parallelism mode (for the message).
+    joint: whether the run's target stage is joint (source and validation
+      batches too; the source batch is a multiple of the target batch).
+    pretrains: whether the run may pre-train the source (its batch too).
+  """
+  if devices <= 1:
+    return
+  batches = {"train.batch_size": config.train.batch_size}
+  if joint:
+    batches["l2tl.val_batch_size"] = config.l2tl.val_batch_size
+  if pretrains:
+    batches["pretrain.batch_size"] = config.pretrain.batch_size
+  problems = [
+      f"config.{name}={size} does not divide over the {devices} devices of "
+      f"parallelism {mode!r}; use a multiple of {devices} (e.g. "
+      f"{-(-size // devices) * devices})"
+      for name, size in batches.items() if size % devices]
+  if problems:
+    raise ConfigError(
+        f"{len(problems)} batch size(s) cannot be split: "
+        + "; ".join(problems) + ".")

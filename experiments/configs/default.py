@@ -164,8 +164,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200
   # Checkpoints kept.
   config.checkpoints_to_keep = 2
-  # 'jit' (one device), 'mesh' (jit over all local devices) or 'pmap'.
-  config.parallelism = "jit"
+  # 'auto' ('mesh' with several devices, else 'jit'), 'jit' (one device),
+  # 'mesh' (jit over a device mesh, data parallel) or 'pmap' (the same with
+  # jax.pmap).
+  config.parallelism = "auto"
   # Directory of cached source pre-trainings; None: <workdir>/pretrain.
   config.pretrain_cache_dir = config_dict.placeholder(str)
   # Benchmarks with a known answer: one 0/1 per source class in source label
