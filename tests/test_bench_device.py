@@ -1,6 +1,8 @@
 """experiments/bench_device.py on the CPU at 32 px: every figure is there."""
 
+import os
 import re
+import subprocess
 
 import jax.numpy as jnp
 import pytest
@@ -37,3 +39,36 @@ def test_costs_grow_with_the_work():
   assert 0 < finetune["flops"] < reinforce["flops"] < meta["flops"]
   assert finetune["memory_bytes"] > 0 and finetune["images_per_s"] > 0
   assert timing.matmul_gflops(size=128, repeats=1, dtype=jnp.bfloat16) > 0
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "experiments", "device_check.sh")
+
+
+def test_device_check_smoke_runs_every_step_in_both_dtypes(tmp_path):
+  """The accelerator check's own path on the CPU (--smoke: no install)."""
+  out = tmp_path / "out"
+  proc = subprocess.run(["bash", SCRIPT, "--smoke"], capture_output=True,
+                        text=True, env={**os.environ, "OUT": str(out)},
+                        timeout=600, check=False)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  assert "imports: ok" in (out / "env.txt").read_text()
+  for dtype in ("bfloat16", "float32"):
+    text = (out / f"bench_{dtype}.txt").read_text()
+    for kind in ("finetune", "reinforce", "meta_gradient"):
+      assert re.search(rf"{kind}: [\d.]+ ms/step", text), text
+
+
+@pytest.mark.parametrize("args", [[], ["--bogus"]])
+def test_device_check_without_wheels_or_with_bad_flags_says_what_to_do(
+    tmp_path, args):
+  proc = subprocess.run(
+      ["bash", SCRIPT, *args], capture_output=True, text=True, check=False,
+      env={**os.environ, "WHEELS": str(tmp_path / "none"),
+           "OUT": str(tmp_path / "out")}, timeout=60)
+  assert proc.returncode != 0
+  if args:
+    assert "usage: bash experiments/device_check.sh" in proc.stderr
+  else:
+    assert "bash experiments/device_check.sh --prepare" in proc.stderr
+  assert not (tmp_path / "out").exists()  # Nothing half-written.
