@@ -1,6 +1,9 @@
-r"""Measures the input path: images/s of the joint L2TL iterator.
+r"""Measures the input path: images/s of the joint L2TL iterator, or of a
+folder of JPEG photographs decoded and cropped at 224 px.
 
     python -m experiments.bench_input --outer_steps_per_s=100
+    python -m experiments.bench_input --jpegs=800 [--jpeg_threads=1,2,8] \
+        [--consumption=2000]
 
 Builds a Fashion-MNIST task from local IDX files (source: all of train;
 target: five classes of train with a validation split carved from test), then
@@ -10,13 +13,28 @@ calling thread (shard_batch), and placed ahead in a thread (prefetch_to_device).
 An L2TL outer step consumes one joint batch, so the host rate divided by
 (outer_steps_per_s * images per step) says how many times faster than the
 step the input path is.
+
+With --jpegs=N it instead writes N photograph-like 500x375 JPEGs (smooth
+random colour fields plus grain, quality 90, about 40 KB each; 10 classes)
+to a temporary folder and times the ImageNet-scale path on it: a `folder:`
+source read per record (never held in memory), each JPEG decoded and
+resized to 256 on its shorter side (centre 256x256 stored), then a random
+resized crop + flip to 224 and ImageNet normalisation, batches of
+--jpeg_batch, with the decode/crop work in --jpeg_threads grain threads
+(each count timed). One thread is one core's rate; the number of cores an
+accelerator step needs is --consumption images/s over it.
 """
+
+import os
+import shutil
+import tempfile
 
 import time
 
 from absl import app
 from absl import flags
 import jax
+import numpy as np
 
 from l2tl_jax import data
 
@@ -28,6 +46,18 @@ _TGT_BATCH = flags.DEFINE_integer('tgt_batch', 8, 'Target batch size.')
 _VAL_BATCH = flags.DEFINE_integer('val_batch', 32, 'Validation batch size.')
 _STEPS = flags.DEFINE_integer('steps', 20000, 'Joint batches to time.')
 _AUGMENT = flags.DEFINE_bool('augment', False, 'Augment the train streams.')
+_JPEGS = flags.DEFINE_integer(
+    'jpegs', 0, 'Time the 224 px JPEG path on this many generated photos '
+    '(0: time the joint iterator instead).')
+_JPEG_THREADS = flags.DEFINE_list(
+    'jpeg_threads', ['1', '2', '4'], 'Grain thread counts to time.')
+_JPEG_BATCH = flags.DEFINE_integer('jpeg_batch', 64, 'JPEG batch size.')
+_JPEG_BATCHES = flags.DEFINE_integer('jpeg_batches', 10,
+                                     'JPEG batches timed per thread count.')
+_CONSUMPTION = flags.DEFINE_float(
+    'consumption', 2000.0,
+    'Images/s an accelerator step consumes (default: the flax ResNet-50 '
+    'example on one TPU v3 chip, ~2,000 img/s).')
 _OUTER_STEPS_PER_S = flags.DEFINE_float(
     'outer_steps_per_s', 100.0,
     'Outer L2TL steps per second the trainer runs at.')
@@ -42,8 +72,81 @@ def _time_steps(step_fn, steps: int) -> float:
   return time.perf_counter() - start
 
 
+def write_jpegs(root: str, count: int, *, classes: int = 10,
+                size: tuple[int, int] = (500, 375), seed: int = 0) -> int:
+  """Writes `count` photograph-like JPEGs under root/<class>/; their bytes."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rs = np.random.RandomState(seed)
+  w, h = size
+  total = 0
+  for i in range(count):
+    folder = os.path.join(root, f'class{i % classes:02d}')
+    os.makedirs(folder, exist_ok=True)
+    coarse = rs.rand(h // 25 + 1, w // 25 + 1, 3) * 255
+    field = np.asarray(Image.fromarray(coarse.astype(np.uint8)).resize(
+        (w, h), Image.BICUBIC), np.float32)
+    pixels = np.clip(field + rs.normal(0, 6, field.shape), 0, 255)
+    path = os.path.join(folder, f'{i:05d}.jpg')
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+    total += os.path.getsize(path)
+  return total
+
+
+def bench_jpegs(count: int, threads: list[int], *, batch_size: int,
+                batches: int) -> list[tuple[int, float]]:
+  """(threads, images/s) of the 224 px JPEG train path on `count` photos."""
+  root = tempfile.mkdtemp(prefix='l2tl_jpegs_')
+  data_dir = tempfile.mkdtemp(prefix='l2tl_jpegs_tfds_')  # The index.
+  try:
+    size = write_jpegs(root, count)
+    print(f'{count} JPEGs 500x375 in {root}, {size / count / 1024:.0f} KB '
+          'each on average')
+    config = data.get_default_data_config()
+    config.data_dir = data_dir
+    config.source = config.target = f'folder:{root}'
+    config.update(dict(
+        source_test_split=None, target_classes=None, target_label_mod=None,
+        target_train_per_class=2, target_val_split='train',
+        target_val_per_class=2, target_test_split=None, channels=3,
+        image_size=224, resize_size=256, normalization='imagenet',
+        train_crop='random_resized_crop', eval_resize='resize_center_crop',
+        in_memory_max_bytes=0))
+    task = data.build_task(config)
+    assert not task.src_train.in_memory
+    rates = []
+    for n in threads:
+      it = data.train_iterator(task.src_train, batch_size=batch_size, seed=0,
+                               augment=True, num_threads=n)
+      next(it)  # Warm-up: threads started, first permutation drawn.
+      start = time.perf_counter()
+      for _ in range(batches):
+        batch = next(it)
+      rate = batches * batch_size / (time.perf_counter() - start)
+      assert batch['image'].shape == (batch_size, 224, 224, 3)
+      rates.append((n, rate))
+    return rates
+  finally:
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def main(argv):
   del argv
+  if _JPEGS.value:
+    threads = [int(t) for t in _JPEG_THREADS.value]
+    rates = bench_jpegs(_JPEGS.value, threads, batch_size=_JPEG_BATCH.value,
+                        batches=_JPEG_BATCHES.value)
+    cores = os.cpu_count()
+    print(f'decode + random resized crop 224 + flip, batch '
+          f'{_JPEG_BATCH.value}, on {cores} cores:')
+    for n, rate in rates:
+      print(f'  {n} thread(s): {rate:8.1f} images/s')
+    one = dict(rates).get(1)
+    if one:
+      print(f'per core (1 thread): {one:.1f} images/s; a step consuming '
+            f'{_CONSUMPTION.value:g} images/s needs about '
+            f'{_CONSUMPTION.value / one:.0f} such cores')
+    return
   config = data.get_default_data_config()
   config.data_dir = _DATA_DIR.value
   config.source = config.target = _DATASET.value
