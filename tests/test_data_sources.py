@@ -1,6 +1,7 @@
 """TFDS catalog names (through tfds.testing.mock_data), the reference SVHN-5
 task, offline fallbacks and the errors for unusable names."""
 
+import hashlib
 import json
 import os
 
@@ -140,3 +141,50 @@ def test_mnist_falls_back_to_local_idx_files(tmp_path, monkeypatch):
   loaded = sources.load_split(ds, 'train', spec=data.ImageSpec(None, None),
                               in_memory_max_bytes=2**30)
   np.testing.assert_array_equal(loaded.labels, arrays['train'][1])
+
+
+def _served_idx(tmp_path, monkeypatch, *, corrupt=None):
+  """mnist's IDX files served from file:// URLs as TFDS records them."""
+  served, arrays = make_idx_dir(str(tmp_path / 'served'), num_classes=10,
+                                num_train=30)
+  rows = []
+  for name in sorted(os.listdir(served)):
+    path = os.path.join(served, name)
+    with open(path, 'rb') as f:
+      body = f.read()
+    sha = hashlib.sha256(body).hexdigest()
+    if name == corrupt:
+      sha = '0' * 64
+    rows.append((f'file://{path}', len(body), sha))
+  monkeypatch.setattr(sources, 'idx_urls', lambda base: rows)
+  monkeypatch.setitem(sources.IDX_FALLBACK_DIRS, 'mnist', ())
+  monkeypatch.setattr(sources, '_tensorflow_available', lambda: False)
+  return arrays
+
+
+def test_mnist_without_tensorflow_fetches_its_idx_files(tmp_path, monkeypatch):
+  arrays = _served_idx(tmp_path, monkeypatch)
+  data_dir = str(tmp_path / 'tfds')
+  ds = data.open_dataset('mnist', data_dir=data_dir)
+  where = os.path.join(data_dir, 'downloads', 'idx', 'mnist')
+  assert ds.resolved == f'idx:{where}'
+  assert sorted(os.listdir(where)) == sorted(
+      os.listdir(str(tmp_path / 'served')))  # No partial files left.
+  loaded = sources.load_split(ds, 'train', spec=data.ImageSpec(None, None),
+                              in_memory_max_bytes=1 << 30)
+  np.testing.assert_array_equal(loaded.labels, arrays['train'][1])
+  # The TFDS records of the real files: four URLs with size and SHA-256.
+  real = sources.idx_urls('fashion_mnist')
+  assert len(real) == 4 and all(len(sha) == 64 and size > 0
+                                for _, size, sha in real)
+
+
+def test_a_fetched_file_with_other_bytes_is_refused_and_not_kept(
+    tmp_path, monkeypatch):
+  _served_idx(tmp_path, monkeypatch, corrupt='train-labels-idx1-ubyte.gz')
+  data_dir = str(tmp_path / 'tfds')
+  with pytest.raises(DataError, match='not the .* bytes .* TFDS records'):
+    data.open_dataset('mnist', data_dir=data_dir)
+  where = os.path.join(data_dir, 'downloads', 'idx', 'mnist')
+  assert 'train-labels-idx1-ubyte.gz' not in os.listdir(where)
+  assert not [n for n in os.listdir(where) if n.startswith('.part-')]

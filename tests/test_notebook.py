@@ -64,6 +64,11 @@ def test_notebook_runs_tiny_config(tmp_path, monkeypatch):
     results = json.load(f)
   assert results["status"] == "completed"
   assert results["method"] == "l2tl" and results["steps"] == 10
+  # The provenance cell names the device, the data and the run directory.
+  text = "".join(o.get("text", "") for o in outputs)
+  assert "device: " in text and f"run directory: {workdir}" in text
+  for name, where in results["task"]["resolved"].items():
+    assert f"data {name}: {where}" in text
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 4  # class weights, alpha, reward, accuracy.
   assert sorted(os.listdir(workdir / "plots")) == [

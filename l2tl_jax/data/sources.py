@@ -25,10 +25,14 @@ import collections
 import dataclasses
 import difflib
 import functools
+import hashlib
 import importlib.util
 import os
 import socket
+import tempfile
 import threading
+import urllib.error
+import urllib.request
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -48,7 +52,73 @@ IDX_FALLBACK_DIRS = {
     'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
     'mnist': ('/usr/share/datasets/mnist',),
 }
+# Catalog datasets whose raw files are MNIST-format IDX files: online and
+# without TensorFlow (a Colab TPU runtime) they are fetched from TFDS's own
+# URLs, checked against TFDS's recorded sizes and SHA-256, and read by the
+# built-in `idx` builder.
+IDX_DOWNLOADABLE = ('fashion_mnist', 'mnist')
 _READ_CHUNK = 2048
+
+
+def idx_urls(base: str) -> list[tuple[str, int, str]]:
+  """(url, size, sha256) of `base`'s four IDX files, from TFDS's records."""
+  path = os.path.join(os.path.dirname(tfds.__file__), 'url_checksums',
+                      f'{base}.txt')
+  rows = []
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        url, size, sha256 = line.split('\t')[:3]
+        rows.append((url, int(size), sha256))
+  return rows
+
+
+def download_idx(base: str, data_dir: str) -> str:
+  """Fetches `base`'s IDX files into data_dir/downloads/idx/<base>.
+
+  Each file is written to a temporary name, checked (size and SHA-256 as
+  TFDS records them) and only then renamed into place; files already there
+  and intact are kept. Returns the directory.
+
+  Raises:
+    DataError: a file could not be fetched, or its bytes are not the
+      recorded ones (nothing is left behind under its name).
+  """
+  directory = os.path.join(data_dir, 'downloads', 'idx', base)
+  os.makedirs(directory, exist_ok=True)
+  for url, size, sha256 in idx_urls(base):
+    target = os.path.join(directory, url.rsplit('/', 1)[-1])
+    if os.path.exists(target) and _sha256(target) == sha256:
+      continue
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.part-')
+    try:
+      with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(
+          url, timeout=60) as response:
+        while chunk := response.read(1 << 20):
+          out.write(chunk)
+      got_size, got_sha = os.path.getsize(tmp), _sha256(tmp)
+      if (got_size, got_sha) != (size, sha256):
+        raise DataError(
+            f'{url} gave {got_size} bytes with SHA-256 {got_sha[:12]}...,'
+            f' not the {size} bytes {sha256[:12]}... TFDS records; nothing'
+            ' was kept. Retry, or prepare the dataset elsewhere.')
+      os.replace(tmp, target)
+    except (urllib.error.URLError, OSError) as e:
+      raise DataError(
+          f'Fetching {url} for {base!r} failed: {e}. Check network access,'
+          f' or put the four IDX files in {directory}.') from e
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
+  return directory
+
+
+def _sha256(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    while chunk := f.read(1 << 20):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def default_data_dir() -> str:
@@ -306,6 +376,9 @@ def _open_catalog(name: str, data_dir: str, download: bool) -> Dataset:
         f' --data_dir={data_dir}`, or use an offline dataset'
         f' ({", ".join(BUILTIN_NAMES)}).'
     )
+  if not _tensorflow_available() and base in IDX_DOWNLOADABLE:
+    # Without TensorFlow TFDS cannot prepare it, but its raw files are IDX.
+    return _open_idx(name, download_idx(base, data_dir), data_dir)
   if not _tensorflow_available():
     raise DataError(
         f'TFDS dataset {name!r} is not prepared {where}, and preparing it'
