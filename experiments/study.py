@@ -370,9 +370,10 @@ def score_against_truth(rows: dict[str, dict[str, Any]],
 
   Per row with learned class weights: 'auc' (per seed, mean, std, min) of
   the expected class weights against `relevance`. Per row, when the study
-  has 'joint_uniform' and 'oracle': 'oracle_gap_closed' =
-  (row - joint_uniform) / (oracle - joint_uniform) on mean last-step test
-  accuracy (1: as good as the oracle, 0: as uniform, < 0: worse).
+  has 'joint_uniform' and 'oracle': 'oracle_gap' = oracle - joint_uniform
+  and 'oracle_gap_closed' = (row - joint_uniform) / (oracle - joint_uniform)
+  on mean last-step test accuracy (1: as good as the oracle, 0: as uniform,
+  < 0: worse; None when the oracle is not above uniform).
   """
   for row in rows.values():
     weights = row.get("class_weights")
@@ -391,8 +392,10 @@ def score_against_truth(rows: dict[str, dict[str, Any]],
     uniform = rows["joint_uniform"]["test_mean"]
     gap = rows["oracle"]["test_mean"] - uniform
     for row in rows.values():
+      row["oracle_gap"] = gap
+      # No gap to close when the oracle is not above uniform.
       row["oracle_gap_closed"] = ((row["test_mean"] - uniform) / gap
-                                  if gap else None)
+                                  if gap > 0 else None)
 
 
 def check_variants(variants: Sequence[str], seeds: int,

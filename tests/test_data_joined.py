@@ -283,15 +283,19 @@ def test_tasks_without_joins_have_no_join_records(tfds_dir, clothes):
 
 
 def test_mixed_domain_config_names_the_join():
-  config = mixed_domain.get_config().data
-  parts = joined.parse(config.source)
-  assert parts == (
-      joined.PartSpec('fashion_mnist', ('1', '3', '5', '7', '8', '9')),
-      joined.PartSpec('mnist_5k', None))
+  config = mixed_domain.get_config()
+  d = config.data
+  parts = joined.parse(d.source)
+  assert parts == (joined.PartSpec('fashion_mnist', ('0', '2', '4', '6')),
+                   joined.PartSpec('mnist_5k', None))
   assert [fashion_tops.FASHION_CLASSES[int(c)] for c in parts[0].classes] == [
-      'Trouser', 'Dress', 'Sandal', 'Sneaker', 'Bag', 'Ankle boot']
-  assert config.source_test_split is None
-  assert config.target_classes == fashion_tops.TOPS
+      'T-shirt/top', 'Pullover', 'Coat', 'Shirt']
+  assert d.source_test_split is None and d.source_train_per_class == 500
+  assert d.target_classes == fashion_tops.TOPS
+  # The target comes from the test split, the source from train.
+  assert {d.target_train_split, d.target_val_split, d.target_test_split} == {
+      'test'} and d.source_split == 'train'
+  assert config.source_class_relevance == (1,) * 4 + (0,) * 10
 
 
 @pytest.mark.slow  # Reads the 70000 real Fashion-MNIST images.
@@ -300,19 +304,20 @@ def test_mixed_domain_config_builds(tfds_dir):
   config = mixed_domain.get_config()
   config.data.data_dir = tfds_dir
   task = data.build_task(config.data)
-  assert task.num_src_classes == 16
-  assert task.src_class_names[:2] == ['fashion_mnist/Trouser',
-                                      'fashion_mnist/Dress']
-  assert task.src_class_names[6:] == [f'mnist_5k/{d}' for d in range(10)]
-  assert len(task.src_train) == 36000 + 5000 and task.src_test is None
+  assert task.num_src_classes == 14
+  assert task.src_class_names[:2] == ['fashion_mnist/T-shirt/top',
+                                      'fashion_mnist/Pullover']
+  assert task.src_class_names[4:] == [f'mnist_5k/{d}' for d in range(10)]
+  assert len(task.src_train) == 2000 + 5000 and task.src_test is None
   summary = task.summary()
-  assert summary['splits']['src_train']['per_part'] == [36000, 5000]
-  assert summary['splits']['src_train']['per_class'] == [6000] * 6 + [500] * 10
+  assert summary['splits']['src_train']['per_part'] == [2000, 5000]
+  assert summary['splits']['src_train']['per_class'] == [500] * 14
   assert task.tgt_class_names == ['T-shirt/top', 'Pullover', 'Coat', 'Shirt']
   assert (len(task.tgt_train), len(task.tgt_val), len(task.tgt_test)) == (
-      80, 800, 4000)
+      80, 800, 3120)
+  assert task.tgt_train.dataset_split == 'test'
   assert task.image_shape == (32, 32, 1)
   # Clothes and digits, both 28x28 gray, are padded alike to 32x32.
-  images = task.src_train.get(np.array([0, 40999]))['image']
+  images = task.src_train.get(np.array([0, 6999]))['image']
   assert images.shape == (2, 32, 32, 1)
   assert images[:, :2].max() == 0 and images[:, 30:].max() == 0

@@ -304,6 +304,15 @@ def test_source_corruption_is_deterministic_and_seeded(tfds_dir, animals):
       source_corrupt_fraction=1.0))
   assert (every.src_train.labels != every.src_train.clean_labels).all()
   assert every.summary()['source_corruption']['changed'] == 40
+  # 'within': the noisy labels stay among the corrupted classes.
+  within = data.build_task(_corrupt_config(
+      tfds_dir, animals, source_corrupt_to='within',
+      source_corrupt_fraction=1.0))
+  record = within.summary()['source_corruption']
+  assert record['to'] == 'within'
+  chosen = np.isin(within.src_train.clean_labels, record['labels'])
+  assert set(within.src_train.labels[chosen].tolist()) <= set(
+      record['labels'])
   # Classes named but fraction 0: nothing changes, nothing is recorded.
   none = data.build_task(_corrupt_config(tfds_dir, animals,
                                          source_corrupt_fraction=0.0))
@@ -329,15 +338,22 @@ def test_source_corruption_errors(tfds_dir, animals):
                                     source_corrupt_classes=('bee', 1)))
   with pytest.raises(DataError, match='the task has no source'):
     data.build_task(_corrupt_config(tfds_dir, animals, source=None))
+  with pytest.raises(DataError, match="Unknown source_corrupt_to 'elsewhere'"):
+    data.build_task(_corrupt_config(tfds_dir, animals,
+                                    source_corrupt_to='elsewhere'))
 
 
 def test_corrupted_config_names_non_tops_classes():
-  config = corrupted.get_config().data
-  assert set(config.source_corrupt_classes) < {
-      fashion_tops.FASHION_CLASSES[c] for c in config.source_classes}
-  assert len(config.source_corrupt_classes) == 3
-  assert config.source_corrupt_fraction == 0.8
-  assert config.source_test_split == 'test'
+  config = corrupted.get_config()
+  d = config.data
+  assert set(d.source_corrupt_classes) == {
+      fashion_tops.FASHION_CLASSES[c] for c in fashion_tops.NOT_TOPS}
+  assert (d.source_corrupt_fraction, d.source_corrupt_to) == (1.0, 'within')
+  assert d.source_test_split is None
+  # The target comes from the test split, the source from train.
+  assert {d.target_train_split, d.target_val_split, d.target_test_split} == {
+      'test'} and d.source_split == 'train'
+  assert config.source_class_relevance == (1, 0, 1, 0, 1, 0, 1, 0, 0, 0)
 
 
 @pytest.mark.slow  # Reads the 70000 real Fashion-MNIST images.
@@ -346,17 +362,32 @@ def test_corrupted_config_builds(tfds_dir):
   config = corrupted.get_config()
   config.data.data_dir = tfds_dir
   task = data.build_task(config.data)
-  assert task.src_class_names == ['Trouser', 'Dress', 'Sandal', 'Sneaker',
-                                  'Bag', 'Ankle boot']
+  assert task.src_class_names == list(fashion_tops.FASHION_CLASSES)
   record = task.summary()['source_corruption']
-  assert record['per_class'] == [
-      {'class': name, 'examples': 6000, 'changed': 4800}
-      for name in ('Trouser', 'Dress', 'Sandal')]
-  assert record['changed'] == 14400
-  assert task.src_train.class_counts() != [6000] * 6
+  assert record['to'] == 'within' and record['fraction'] == 1.0
+  noisy = np.isin(task.src_train.clean_labels, fashion_tops.NOT_TOPS)
+  # Tops keep their labels; the noisy labels stay among the non-tops.
+  np.testing.assert_array_equal(task.src_train.labels[~noisy],
+                                task.src_train.clean_labels[~noisy])
+  assert set(task.src_train.labels[noisy].tolist()) == set(
+      fashion_tops.NOT_TOPS)
   np.testing.assert_array_equal(np.bincount(task.src_train.clean_labels),
-                                [6000] * 6)
-  assert task.src_test.class_counts() == [1000] * 6
-  assert task.src_test.clean_labels is None
+                                [500] * 10)
+  assert task.src_test is None
   assert (len(task.tgt_train), len(task.tgt_val), len(task.tgt_test)) == (
-      80, 800, 4000)
+      80, 800, 3120)
+
+
+def test_corrupt_labels_within_stay_in_the_classes_and_carry_no_signal():
+  labels = np.repeat(np.arange(5), 3000)
+  noisy = tasks.corrupt_labels(labels, classes=[1, 3], num_classes=5,
+                               fraction=1.0, rng=np.random.default_rng(0),
+                               within=True)
+  chosen = np.isin(labels, [1, 3])
+  np.testing.assert_array_equal(noisy[~chosen], labels[~chosen])
+  assert set(noisy[chosen].tolist()) == {1, 3}  # Never another class.
+  # Uniform over both, own class included: P(label == clean) = 1/2, and
+  # each clean class spreads half and half (3000 each, binomial sd ~27).
+  for c in (1, 3):
+    kept = np.mean(noisy[labels == c] == c)
+    assert abs(kept - 0.5) < 0.05, kept

@@ -142,6 +142,11 @@ def test_scores_against_the_known_answer_by_hand():
   assert rows["l2tl"]["oracle_gap_closed"] == pytest.approx(0.25)
   assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
   assert rows["joint_uniform"]["oracle_gap_closed"] == 0.0
+  assert rows["l2tl"]["oracle_gap"] == pytest.approx(0.04)
+  # An oracle below uniform leaves no gap to close.
+  flat = {"joint_uniform": row(0.60), "oracle": row(0.59)}
+  study.score_against_truth(flat, (1, 0, 1))
+  assert flat["oracle"]["oracle_gap_closed"] is None
   with pytest.raises(ValueError, match="has 2 entries, the source has 3"):
     study.score_against_truth({"l2tl": row(0.6, [[1, 2, 3]])}, (1, 0))
 
@@ -198,7 +203,7 @@ def test_run_study_end_to_end(tmp_path):
         study.ranking_auc(w, config.source_class_relevance)
         for w in rows[name]["class_weights"]["per_seed"]]
   gap = rows["oracle"]["test_mean"] - rows["joint_uniform"]["test_mean"]
-  if gap:
+  if gap > 0:
     assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
   markdown = open(os.path.join(workdir, "study.md")).read()
   assert "oracle gap closed" in markdown

@@ -54,6 +54,10 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   config.source_corrupt_fraction = 0.0
   # Seed of which examples are relabelled and their new labels.
   config.source_corrupt_seed = 0
+  # New labels: 'other' (a random other source class) or 'within' (uniform
+  # over source_corrupt_classes, own class included: noise that stays in
+  # those classes, so class weights reach exactly the corrupted examples).
+  config.source_corrupt_to = 'other'
   # Target dataset string.
   config.target = 'svhn_cropped'
   # Target classes to keep (SVHN-5: digits 1..5); None keeps all.

@@ -501,15 +501,17 @@ def _check_every_class_drawn(
 
 def corrupt_labels(
     labels: np.ndarray, *, classes: Sequence[int], num_classes: int,
-    fraction: float, rng: np.random.Generator,
+    fraction: float, rng: np.random.Generator, within: bool = False,
 ) -> np.ndarray:
-  """Replaces a fraction of some classes' labels by random other classes.
+  """Replaces a fraction of some classes' labels by random ones.
 
   Of the n examples labelled c (for each c in `classes`), round(fraction * n)
   (halves rounded up), drawn uniformly without replacement, get a label drawn
-  uniformly from the num_classes - 1 classes other than c. Classes are
-  chosen from the given (clean) labels, so an example is relabelled at most
-  once.
+  uniformly from the num_classes - 1 classes other than c; with `within`,
+  uniformly from `classes` (c included: at fraction 1 the labels of those
+  classes say nothing about their images, and the noisy examples keep labels
+  of those classes only). Classes are chosen from the given (clean) labels,
+  so an example is relabelled at most once.
 
   Args:
     labels: int [N], clean labels in 0..num_classes-1.
@@ -517,6 +519,7 @@ def corrupt_labels(
     num_classes: number of classes, at least 2.
     fraction: share of each listed class's examples to relabel, in [0, 1].
     rng: the generator; used class by class in the order of `classes`.
+    within: draw the new labels among `classes` instead.
 
   Returns:
     int32 [N], a copy of `labels` with the chosen ones replaced.
@@ -527,8 +530,12 @@ def corrupt_labels(
     members = np.flatnonzero(labels == c)
     n = int(math.floor(fraction * len(members) + 0.5))
     chosen = rng.permutation(members)[:n]
-    # c + 1..C-1 (mod C): uniform over the other classes.
-    noisy[chosen] = (c + rng.integers(1, num_classes, size=n)) % num_classes
+    if within:
+      noisy[chosen] = np.asarray(classes)[rng.integers(0, len(classes),
+                                                       size=n)]
+    else:
+      # c + 1..C-1 (mod C): uniform over the other classes.
+      noisy[chosen] = (c + rng.integers(1, num_classes, size=n)) % num_classes
   return noisy
 
 
@@ -592,13 +599,16 @@ def _corrupt_source(config: ml_collections.ConfigDict,
     return src_train, None
   rng = np.random.default_rng([int(seed), zlib.crc32(b'source_corrupt')])
   clean = src_train.labels
+  within = _choice(config, 'source_corrupt_to', 'other',
+                   ('other', 'within')) == 'within'
   noisy = corrupt_labels(clean, classes=labels, num_classes=num_classes,
-                         fraction=fraction, rng=rng)
+                         fraction=fraction, rng=rng, within=within)
   changed = noisy != clean
   record = {
       'classes': [src_map.class_names[k] for k in labels],
       'labels': labels,
       'fraction': fraction,
+      'to': 'within' if within else 'other',
       'seed': int(seed),
       'per_class': [
           {'class': src_map.class_names[k],
