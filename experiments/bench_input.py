@@ -27,40 +27,53 @@ accelerator step needs is --consumption images/s over it.
 
 import os
 import shutil
+import sys
 import tempfile
-
 import time
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 
 from l2tl_jax import data
 
-_DATASET = flags.DEFINE_string('dataset', 'idx', 'Dataset string to read.')
+# Its own flag set: importable beside experiments.bench, whose flags share
+# names (--steps).
+FLAGS = flags.FlagValues()
+
+_DATASET = flags.DEFINE_string('dataset', 'idx', 'Dataset string to read.',
+                               flag_values=FLAGS)
 _DATA_DIR = flags.DEFINE_string(
-    'data_dir', None, 'TFDS data dir (None: the TFDS default).')
-_SRC_BATCH = flags.DEFINE_integer('src_batch', 16, 'Source batch size.')
-_TGT_BATCH = flags.DEFINE_integer('tgt_batch', 8, 'Target batch size.')
-_VAL_BATCH = flags.DEFINE_integer('val_batch', 32, 'Validation batch size.')
-_STEPS = flags.DEFINE_integer('steps', 20000, 'Joint batches to time.')
-_AUGMENT = flags.DEFINE_bool('augment', False, 'Augment the train streams.')
+    'data_dir', None, 'TFDS data dir (None: the TFDS default).',
+    flag_values=FLAGS)
+_SRC_BATCH = flags.DEFINE_integer('src_batch', 16, 'Source batch size.',
+                                  flag_values=FLAGS)
+_TGT_BATCH = flags.DEFINE_integer('tgt_batch', 8, 'Target batch size.',
+                                  flag_values=FLAGS)
+_VAL_BATCH = flags.DEFINE_integer('val_batch', 32, 'Validation batch size.',
+                                  flag_values=FLAGS)
+_STEPS = flags.DEFINE_integer('steps', 20000, 'Joint batches to time.',
+                              flag_values=FLAGS)
+_AUGMENT = flags.DEFINE_bool('augment', False, 'Augment the train streams.',
+                             flag_values=FLAGS)
 _JPEGS = flags.DEFINE_integer(
     'jpegs', 0, 'Time the 224 px JPEG path on this many generated photos '
-    '(0: time the joint iterator instead).')
+    '(0: time the joint iterator instead).', flag_values=FLAGS)
 _JPEG_THREADS = flags.DEFINE_list(
-    'jpeg_threads', ['1', '2', '4'], 'Grain thread counts to time.')
-_JPEG_BATCH = flags.DEFINE_integer('jpeg_batch', 64, 'JPEG batch size.')
-_JPEG_BATCHES = flags.DEFINE_integer('jpeg_batches', 10,
-                                     'JPEG batches timed per thread count.')
+    'jpeg_threads', ['1', '2', '4'], 'Grain thread counts to time.',
+    flag_values=FLAGS)
+_JPEG_BATCH = flags.DEFINE_integer('jpeg_batch', 64, 'JPEG batch size.',
+                                   flag_values=FLAGS)
+_JPEG_BATCHES = flags.DEFINE_integer(
+    'jpeg_batches', 10, 'JPEG batches timed per thread count.',
+    flag_values=FLAGS)
 _CONSUMPTION = flags.DEFINE_float(
     'consumption', 2000.0,
     'Images/s an accelerator step consumes (default: the flax ResNet-50 '
-    'example on one TPU v3 chip, ~2,000 img/s).')
+    'example on one TPU v3 chip, ~2,000 img/s).', flag_values=FLAGS)
 _OUTER_STEPS_PER_S = flags.DEFINE_float(
     'outer_steps_per_s', 100.0,
-    'Outer L2TL steps per second the trainer runs at.')
+    'Outer L2TL steps per second the trainer runs at.', flag_values=FLAGS)
 
 
 def _time_steps(step_fn, steps: int) -> float:
@@ -130,8 +143,9 @@ def bench_jpegs(count: int, threads: list[int], *, batch_size: int,
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
-def main(argv):
-  del argv
+def main(argv: list[str]) -> None:
+  """Parses `argv` (program name first) into FLAGS and measures."""
+  FLAGS(argv)
   if _JPEGS.value:
     threads = [int(t) for t in _JPEG_THREADS.value]
     rates = bench_jpegs(_JPEGS.value, threads, batch_size=_JPEG_BATCH.value,
@@ -213,4 +227,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  main(sys.argv)
