@@ -10,8 +10,14 @@ changed config; to continue it from its last good checkpoint with changed
 fields on purpose (say a lower learning rate after a divergence), name them:
 --config.train.lr=0.001 --accept_changes=train.lr. Library log lines and
 tracebacks go to <workdir>/l2tl.log (--log_level shows more on the console).
+
+Several processes (hosts) run one data-parallel run when each is started
+with the same flags and JAX_COORDINATOR_ADDRESS=host:port,
+JAX_NUM_PROCESSES=N and its own JAX_PROCESS_ID (or --config.distributed.*;
+see experiments/configs/default.py); process 0 writes the files.
 """
 
+import os
 import sys
 
 from absl import app
@@ -19,6 +25,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from experiments import cli
+from l2tl_jax import distributed
 from l2tl_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -36,7 +43,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.setup_logging(_WORKDIR.value)
+  # Before anything else starts JAX's backends.
+  try:
+    distributed.initialize(_CONFIG.value.get("distributed"), os.environ)
+  except ValueError as e:  # Settings that do not describe a run.
+    cli.fail(f"distributed set-up: {e}", 2)
+  # One log file per run: the other processes log to their console only.
+  cli.setup_logging(_WORKDIR.value if distributed.is_primary() else None)
   results = cli.run_or_exit(train.train_and_evaluate, _CONFIG.value,
                             _WORKDIR.value,
                             accept_changes=tuple(_ACCEPT_CHANGES.value))
@@ -45,9 +58,10 @@ def main(argv):
           f" checkpoint saved in {results['checkpoint']}. Rerun the same "
           "command to resume.")
     sys.exit(128 + results["signal"])
-  summary = {k: results.get(k) for k in ("method", "seed", "test_accuracy",
-                                         "val_accuracy")}
-  print(f"done: {summary}; results in {_WORKDIR.value}/results.json")
+  if distributed.is_primary():
+    summary = {k: results.get(k) for k in ("method", "seed", "test_accuracy",
+                                           "val_accuracy")}
+    print(f"done: {summary}; results in {_WORKDIR.value}/results.json")
 
 
 if __name__ == "__main__":

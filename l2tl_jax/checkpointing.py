@@ -12,6 +12,11 @@ previous good one used.
 
 `exclusive_lock` gives one process at a time a workdir or a cache entry.
 Files are created with the user's umask (as `open` would), not 0600.
+
+In a run of several processes (`l2tl_jax.distributed`) every process takes
+part in saving and restoring the orbax checkpoints; process 0 alone writes
+the checksums, moves damaged steps aside and holds the locks for all of
+them.
 """
 
 from __future__ import annotations
@@ -29,7 +34,11 @@ import time
 from typing import Any
 
 from absl import logging
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from l2tl_jax import distributed
 
 CHECKSUMS = "l2tl_checksums.json"
 
@@ -154,6 +163,10 @@ def exclusive_lock(path: str, *, what: str, wait: bool = False
                    ) -> Iterator[None]:
   """Holds an exclusive lock on file `path` (released when the process dies).
 
+  In a run of several processes, process 0 holds it for all of them: the
+  others wait until it does (or fail with it), and it is released once every
+  process has left the block.
+
   Args:
     path: the lock file (created; it records the holder's pid).
     what: what is locked, for the message ('workdir /x').
@@ -162,6 +175,28 @@ def exclusive_lock(path: str, *, what: str, wait: bool = False
   Raises:
     LockedError: another process holds it (without `wait`), naming its pid.
   """
+  if jax.process_count() == 1:
+    with _file_lock(path, what=what, wait=wait):
+      yield
+    return
+  with contextlib.ExitStack() as stack:
+    error = None
+    if distributed.is_primary():
+      try:
+        stack.enter_context(_file_lock(path, what=what, wait=wait))
+      except Exception as e:  # pylint: disable=broad-except
+        error = e  # Raised once the others know.
+    if not distributed.from_primary(np.int32(error is None)):
+      raise error or LockedError(
+          f"{what} is in use by another run: process 0 of this run could not "
+          f"lock {path}.")
+    yield
+    distributed.sync(f"unlock {path}")
+
+
+@contextlib.contextmanager
+def _file_lock(path: str, *, what: str, wait: bool) -> Iterator[None]:
+  """exclusive_lock within one process."""
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
   try:
@@ -211,7 +246,7 @@ class Checkpointer:
 
   def clean_temporaries(self) -> None:
     """Removes unfinished saves left by a dead writer (hold the run's lock)."""
-    if not os.path.isdir(self.directory):
+    if not distributed.is_primary() or not os.path.isdir(self.directory):
       return
     for name in os.listdir(self.directory):
       if "tmp" in name and not name.isdigit():
@@ -233,6 +268,7 @@ class Checkpointer:
       DamagedError: every checkpoint is damaged.
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
+    state, best = distributed.to_global((state, best))
     damaged = []
     for step in steps:
       problem = verify(self.step_dir(step))
@@ -251,7 +287,9 @@ class Checkpointer:
           return (step, *restored)
       damaged.append((self.step_dir(step), problem))
       self._manager.close()
-      move_aside(self.step_dir(step))
+      if distributed.is_primary():
+        move_aside(self.step_dir(step))
+      distributed.sync(f"moved aside {self.step_dir(step)}")
       self._open()
     if damaged:
       raise DamagedError(
@@ -264,6 +302,7 @@ class Checkpointer:
     """Saves synchronously (returns when the checkpoint is complete)."""
     if self._manager.latest_step() == step:
       return
+    state, best = distributed.to_global((state, best))
     self._manager.save(
         step,
         args=ocp.args.Composite(
@@ -273,12 +312,14 @@ class Checkpointer:
         ),
     )
     self._manager.wait_until_finished()
-    write_checksums(self.step_dir(step))
+    if distributed.is_primary():
+      write_checksums(self.step_dir(step))
 
   def restore(
       self, step: int, *, state: Any, best: Any
   ) -> tuple[Any, Any, dict]:
     """Restores step `step` into the structures of `state` and `best`."""
+    state, best = distributed.to_global((state, best))
     restored = self._manager.restore(
         step,
         args=ocp.args.Composite(

@@ -12,6 +12,11 @@
 Data-parallel L2TL draws the policy sample from the replicated state key, so
 every device uses the same action, and the source top-k runs over the global
 batch: results equal the single-device run up to float rounding.
+
+With several processes (`l2tl_jax.distributed`) only 'mesh' runs: the mesh
+spans the devices of every process (process by process), each process passes
+its own rows of every global batch to `put_batch` (`data_shard`) and the
+same host values to `put_replicated`.
 """
 
 from __future__ import annotations
@@ -88,7 +93,8 @@ class Parallelism:
 
   Attributes:
     mode: 'jit', 'mesh' or 'pmap' ('auto' is resolved on construction).
-    num_devices: devices to use for 'mesh'/'pmap' (None: all local devices).
+    num_devices: devices to use for 'mesh'/'pmap' (None: all local devices;
+      with several processes, all devices of every process).
     axis: name of the data-parallel axis.
     max_traces: how often a step may be traced before it is an error
       (`trace_guard`): steps must compile once.
@@ -103,6 +109,22 @@ class Parallelism:
     object.__setattr__(self, "mode", resolve_mode(self.mode))
     if self.mode not in MODES:
       raise ValueError(f"parallelism mode must be one of {MODES}, got {self.mode!r}")
+    processes = jax.process_count()
+    if processes > 1:
+      if self.mode != "mesh":
+        raise ValueError(
+            f"parallelism {self.mode!r} runs within one process, but this run "
+            f"has {processes} processes: use 'mesh' (or 'auto').")
+      if self.num_devices not in (None, jax.device_count()):
+        raise ValueError(
+            f"num_devices={self.num_devices}, but a run of {processes} "
+            f"processes uses all of their {jax.device_count()} devices.")
+      if jax.device_count() != processes * jax.local_device_count():
+        raise ValueError(
+            f"{jax.device_count()} devices over {processes} processes: every "
+            "process must have as many devices (each reads an equal share "
+            "of every batch).")
+      return
     available = jax.local_device_count()
     if self.num_devices is not None and not 1 <= self.num_devices <= available:
       raise ValueError(
@@ -118,7 +140,18 @@ class Parallelism:
   def devices(self) -> list[jax.Device]:
     if self.mode == "jit":
       return jax.local_devices()[:1]
+    if jax.process_count() > 1:
+      # Process by process: process p holds rows [p * B / P, (p + 1) * B / P)
+      # of a global batch, the rows it reads itself (`data_shard`).
+      return sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
     return jax.local_devices()[: self.num_devices or jax.local_device_count()]
+
+  @property
+  def data_shard(self) -> dict[str, int]:
+    """The rows of every global batch this process reads, as keyword
+    arguments of `data.train_iterator` / `data.eval_batches`."""
+    return {"process_index": jax.process_index(),
+            "process_count": jax.process_count()}
 
   @property
   def size(self) -> int:
@@ -169,6 +202,9 @@ class Parallelism:
   def put_batch(self, batch: Any) -> Any:
     """Places a host batch for the compiled step (split over the devices).
 
+    With several processes, `batch` is this process's rows of the global
+    batch (`data_shard`).
+
     Raises:
       DataError: a leading batch axis does not split evenly.
     """
@@ -183,6 +219,11 @@ class Parallelism:
     if self.mode == "jit":
       return jax.device_put(tree, self.devices[0])
     if self.mode == "mesh":
+      if jax.process_count() > 1:
+        # Every process holds the same values: each places its own copies.
+        replicated = self._shardings()[0]
+        return jax.tree.map(
+            lambda x: data_sharding.replicate(x, replicated), tree)
       return jax.device_put(tree, self._shardings()[0])
     # One copy per device along a leading axis, placed as pmap places its
     # outputs, so the step's second call sees the inputs of its first.

@@ -4,6 +4,8 @@ The cache key hashes the source task (dataset, split, classes, the chosen
 examples' fingerprint, preprocessing), the encoder config and the
 pre-training config. A second run with the same key reuses the checkpoint.
 Entries are written to a temporary directory and renamed when complete.
+In a run of several processes all of them pre-train together (each on its
+rows of every batch) and process 0 alone writes the entry.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tqdm
 from l2tl_jax import build
 from l2tl_jax import checkpointing
 from l2tl_jax import data
+from l2tl_jax import distributed
 from l2tl_jax import models
 from l2tl_jax import parallel
 from l2tl_jax import steps
@@ -56,13 +59,13 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
   parts = build.source_stage(config, build.Shapes.of(task), par=par)
   state, step = parts.state, parts.train_step
   batches = data.train_iterator(
-      task.src_train, batch_size=pcfg.batch_size, seed=pcfg.seed
-  )
+      task.src_train, batch_size=pcfg.batch_size, seed=pcfg.seed,
+      **par.data_shard)
   start = time.perf_counter()
   metrics = None
+  show = config.progress_bar and distributed.is_primary()
   bar = tqdm.tqdm(total=pcfg.steps, desc="pre-training", unit="step",
-                  disable=not config.progress_bar, dynamic_ncols=True,
-                  leave=False)
+                  disable=not show, dynamic_ncols=True, leave=False)
   with bar:
     for i in range(pcfg.steps):
       state, metrics = step(state, par.put_batch(next(batches)))
@@ -90,7 +93,8 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
         parts.eval_step,
         *par.put_replicated((state.params, state.model_state)),
         (par.put_batch(b) for b in data.eval_batches(
-            task.src_test, batch_size=par.round_up(config.eval.batch_size))),
+            task.src_test, batch_size=par.round_up(config.eval.batch_size),
+            **par.data_shard)),
     )
     info["source_test_accuracy"] = result["accuracy"]
     info["source_test_examples"] = int(result["count"])
@@ -118,7 +122,9 @@ def pretrained(
 
   An entry is verified against its checksums before it is used; a damaged
   one is moved aside and rebuilt. Processes sharing the cache take turns
-  per entry (a file lock), so none reads or deletes another's entry.
+  per entry (a file lock), so none reads or deletes another's entry. The
+  processes of one multi-process run share the lock of their process 0 and
+  agree on whether to pre-train.
   """
   key = cache_key(config, task)
   cache_dir = os.path.abspath(cache_dir)
@@ -128,10 +134,19 @@ def pretrained(
   with checkpointing.exclusive_lock(
       os.path.join(cache_dir, f".{key}.lock"),
       what=f"pre-training cache entry {entry}", wait=True):
-    for name in os.listdir(cache_dir):  # Leftovers of a dead writer.
-      if name.startswith(f".tmp-{key}-"):
-        shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
+    if distributed.is_primary():
+      for name in os.listdir(cache_dir):  # Leftovers of a dead writer.
+        if name.startswith(f".tmp-{key}-"):
+          shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
     loaded = _load(config, task, entry)
+    # Every process must take the same branch (pre-training is collective).
+    found = distributed.gather(loaded is not None)
+    if found.min() != found.max():
+      raise checkpointing.DamagedError(
+          f"Processes {np.flatnonzero(found).tolist()} of the run found the "
+          f"pre-training cache entry {entry}, the others did not: every "
+          "process must see the same cache directory "
+          "(config.pretrain_cache_dir on a shared filesystem).")
     if loaded is None:
       logging.info("Pre-training on %s: %d steps at batch %d (cached in %s "
                    "for later runs).", task.config["source"],
@@ -145,14 +160,24 @@ def pretrained(
 
 
 def _write(entry: str, key: str, config, task, par) -> None:
-  """Trains and writes the cache entry atomically (a renamed directory)."""
+  """Trains and writes the cache entry atomically (a renamed directory).
+
+  Every process trains; process 0 writes, and the others wait until the
+  entry is in place.
+  """
   params, model_state, info = _train(config, task, par)
+  if distributed.is_primary():
+    _write_entry(entry, key, config, task, params, model_state, info)
+  distributed.sync(f"pre-training cache entry {entry}")
+
+
+def _write_entry(entry, key, config, task, params, model_state, info) -> None:
   info = {**info, "key": key, "encoder": config.model.encoder,
           "source": task.src_train.summary()}
   tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=f".tmp-{key}-")
   checkpointing.apply_umask(tmp, directory=True)
   try:
-    with ocp.StandardCheckpointer() as ckptr:
+    with _checkpointer() as ckptr:
       ckptr.save(os.path.join(tmp, "variables"),
                  {"params": params, "model_state": model_state})
     checkpointing.write_json_atomic(os.path.join(tmp, "info.json"), info)
@@ -176,7 +201,7 @@ def _load(config, task, entry: str) -> tuple[Any, Any, dict] | None:
     try:
       with open(info_path) as f:
         info = json.load(f)
-      with ocp.StandardCheckpointer() as ckptr:
+      with _checkpointer() as ckptr:
         restored = ckptr.restore(os.path.join(entry, "variables"),
                                  _template(config, task))
     except Exception as e:  # pylint: disable=broad-except
@@ -184,10 +209,25 @@ def _load(config, task, entry: str) -> tuple[Any, Any, dict] | None:
     else:
       return (restored["params"], restored["model_state"],
               {**info, "path": entry})
+  # Every process has read the entry before process 0 moves it aside.
+  distributed.sync(f"read {entry}")
+  if not distributed.is_primary():
+    return None
   moved = checkpointing.move_aside(entry)
   logging.warning("Pre-training cache entry %s is damaged (%s): moved to %s "
                   "and rebuilt.", entry, problem, moved)
   return None
+
+
+def _checkpointer() -> ocp.StandardCheckpointer:
+  """An orbax checkpointer for this process alone (entries hold host numpy
+  values that each process reads, and process 0 alone writes)."""
+  if jax.process_count() == 1:
+    return ocp.StandardCheckpointer()
+  me = jax.process_index()
+  return ocp.StandardCheckpointer(
+      multiprocessing_options=ocp.options.MultiprocessingOptions(
+          primary_host=me, active_processes={me}))
 
 
 def _template(config, task):

@@ -13,6 +13,11 @@ config.eval.every_steps) and their test accuracy.
 Files in workdir: config.json, checkpoints/, metrics.jsonl (one object per
 log step, plus 'eval/...' objects at evaluation steps), tensorboard/,
 results.json (written last, atomically) and plots/.
+
+A run of several processes (`l2tl_jax.distributed`, 'mesh' parallelism) gives
+the single-process results: each process reads its rows of every batch, all
+of them save and restore the checkpoints, and process 0 alone writes the
+other files.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import tqdm
 from l2tl_jax import build
 from l2tl_jax import checkpointing
 from l2tl_jax import data
+from l2tl_jax import distributed
 from l2tl_jax import loading
 from l2tl_jax import methods
 from l2tl_jax import models
@@ -48,7 +54,7 @@ from l2tl_jax import weights
 # Config fields that may change between a run and its resumption.
 HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
                     "checkpoints_to_keep", "progress_bar", "write_plots",
-                    "pretrain_cache_dir")
+                    "pretrain_cache_dir", "distributed")
 
 
 # What config.l2tl.mode fills in for the config.l2tl fields left None.
@@ -287,15 +293,17 @@ class _Run:
 
   def _batches(self, config, task, method):
     seed, b = config.seed, config.train.batch_size
+    shard = self.par.data_shard  # This process's rows of every batch.
     if not method.joint:
       return data.train_iterator(
           task.tgt_train, batch_size=b, seed=seed,
-          augment=config.data.augment, drop_remainder=False)
+          augment=config.data.augment, drop_remainder=False, **shard)
     n = self.options.inner_steps
     # Batches run across epoch boundaries, as the reference's
     # shuffle().repeat().batch().
     stream = lambda split, size, **kw: data.train_iterator(
-        split, batch_size=size, seed=seed, drop_remainder=False, **kw)
+        split, batch_size=size, seed=seed, drop_remainder=False, **shard,
+        **kw)
     return data.joint_iterator({
         "src": stream(task.src_train, n * self.options.src_oversample * b),
         "tgt": stream(task.tgt_train, n * b, augment=config.data.augment),
@@ -308,7 +316,8 @@ class _Run:
     batch_size = self.par.round_up(self.config.eval.batch_size)
     batches = (
         self.par.put_batch(b)
-        for b in data.eval_batches(split, batch_size=batch_size)
+        for b in data.eval_batches(split, batch_size=batch_size,
+                                   **self.par.data_shard)
     )
     return steps.evaluate(self.eval_step, params, model_state, batches)
 
@@ -414,7 +423,8 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
   """Trains `config.method` in `workdir` (resuming it if possible) and tests.
 
-  One process at a time: the workdir is locked for the run's life.
+  One process at a time: the workdir is locked for the run's life (by
+  process 0 in a run of several processes, which all call this function).
 
   Args:
     config: a full run config (see experiments/configs/default.py).
@@ -494,17 +504,19 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
                config.data.target, sizes)
   run = _Run(config, task, workdir, par, loaded)
   # Written once the run could be built, so a bad start locks nothing in.
-  _save_config(config, workdir, changes)
+  if distributed.is_primary():
+    _save_config(config, workdir, changes)
   loop = _HostLoop(run, workdir)
   interrupted = loop.train()
   if interrupted is not None:
     return interrupted
   results = _final_results(run, loop.best, loop.host, workdir)
-  checkpointing.write_json_atomic(results_path, results)
-  if config.write_plots:
-    from l2tl_jax import plots  # matplotlib only when plotting.
+  if distributed.is_primary():
+    checkpointing.write_json_atomic(results_path, results)
+    if config.write_plots:
+      from l2tl_jax import plots  # matplotlib only when plotting.
 
-    plots.plot_run(workdir)
+      plots.plot_run(workdir)
   run.batches.close()
   return results
 
@@ -535,12 +547,15 @@ class _HostLoop:
   It holds no math: the compiled step does all of it. Metrics stay on the
   device until a log window ends (`pending`); a checkpoint also keeps the
   pending metrics of a partly filled window, so a resumed run logs the same
-  window means as an uninterrupted one.
+  window means as an uninterrupted one. With several processes every one
+  runs this loop in step; only process 0 (`primary`) writes metrics,
+  TensorBoard and the progress bar.
   """
 
   def __init__(self, run: _Run, workdir: str):
     self.run, self.config = run, run.config
     self.workdir = workdir
+    self.primary = distributed.is_primary()
     self.ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"),
         max_to_keep=self.config.checkpoints_to_keep)
@@ -550,7 +565,8 @@ class _HostLoop:
     state = run.host_state()
     self.best = jax.device_get((state.params, state.model_state))
     self.start = self._restore(state)
-    _truncate_jsonl(self.metrics_path, self.start)
+    if self.primary:
+      _truncate_jsonl(self.metrics_path, self.start)
     self.pending: list[dict] = list(self.host.get("pending", []))
     self.window_start = time.perf_counter()
     self.window_first = self.start + 1 - len(self.pending)
@@ -592,22 +608,26 @@ class _HostLoop:
 
     config, run = self.config, self.run
     total = config.train.steps
-    self.writer = SummaryWriter(os.path.join(self.workdir, "tensorboard"),
-                                purge_step=self.start)
+    self.writer = (SummaryWriter(os.path.join(self.workdir, "tensorboard"),
+                                 purge_step=self.start)
+                   if self.primary else None)
     self.bar = tqdm.tqdm(total=total, initial=self.start, unit="step",
-                         disable=not config.progress_bar, dynamic_ncols=True,
-                         desc=config.method)
+                         disable=not (config.progress_bar and self.primary),
+                         dynamic_ncols=True, desc=config.method)
     stop = _StopRequest()
     run_start = time.perf_counter()
     step = self.start
     try:
-      with _signals_caught(stop), open(self.metrics_path, "a") as self.log:
+      with _signals_caught(stop), (open(self.metrics_path, "a")
+                                   if self.primary else
+                                   contextlib.nullcontext()) as self.log:
         while step < total:
-          if stop.signum is not None:
+          signum = self._stop_signal(stop, step)
+          if signum is not None:
             self.save(step)
             logging.warning("Signal %d: saved step %d, stopping.",
-                            stop.signum, step)
-            return {"status": "interrupted", "signal": stop.signum,
+                            signum, step)
+            return {"status": "interrupted", "signal": signum,
                     "step": step, "checkpoint": self.ckpt.directory}
           batch = next(run.batches)
           if step == self.start and run.joint:
@@ -629,13 +649,33 @@ class _HostLoop:
             self.save(step)
     finally:
       self.bar.close()
-      self.writer.close()
+      if self.writer is not None:
+        self.writer.close()
       self.ckpt.close()
     return None
 
+  def _stop_signal(self, stop: _StopRequest, step: int) -> int | None:
+    """The signal to save and stop on before `step + 1`, if any.
+
+    Every process must stop at the same step (saving is collective): with
+    several processes they agree at each log window's first step, on the
+    signal any of them got.
+    """
+    if jax.process_count() == 1:
+      return stop.signum
+    if step % self.config.log_every_steps:
+      return None
+    return int(distributed.gather(stop.signum or 0).max()) or None
+
   def _write(self, record: dict[str, Any]) -> None:
+    if not self.primary:
+      return
     self.log.write(json.dumps(record) + "\n")
     self.log.flush()
+
+  def _scalar(self, key: str, value: float, step: int) -> None:
+    if self.writer is not None:
+      self.writer.add_scalar(key, value, step)
 
   def log_window(self, step: int) -> None:
     """Writes the window's mean metrics; raises on a non-finite step."""
@@ -660,7 +700,7 @@ class _HostLoop:
     self._write(record)
     for k, v in record.items():
       if isinstance(v, float) and k != "step":
-        self.writer.add_scalar(k, v, step)
+        self._scalar(k, v, step)
     self.bar.set_postfix({k.split("/")[-1]: f"{record[k]:.3f}" for k in
                           ("train/tgt_loss", "policy/reward") if k in record})
     self.pending = []
@@ -672,7 +712,7 @@ class _HostLoop:
     val = self.run.evaluate((s.params, s.model_state), self.run.task.tgt_val)
     self._write({"step": step, "eval/val_accuracy": val["accuracy"],
                  "eval/val_loss": val["loss"]})
-    self.writer.add_scalar("eval/val_accuracy", val["accuracy"], step)
+    self._scalar("eval/val_accuracy", val["accuracy"], step)
     if val["accuracy"] > self.host["best"]["val_accuracy"]:
       self.host["best"] = {"step": step, "val_accuracy": val["accuracy"]}
       self.best = (s.params, s.model_state)

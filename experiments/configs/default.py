@@ -179,4 +179,22 @@ def get_config() -> ml_collections.ConfigDict:
   config.progress_bar = True
   # Write PNG plots into <workdir>/plots at the end.
   config.write_plots = True
+
+  # Several processes (hosts) training one run, data parallel over all their
+  # devices ('mesh'); experiments.main starts jax.distributed before anything
+  # else (l2tl_jax.distributed). Fields left None are read from
+  # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID; with none
+  # of them set the run is one process. Every process gets the same flags;
+  # process 0 writes the files (workdir and caches on a shared filesystem).
+  config.distributed = ml_collections.ConfigDict()
+  # 'host:port' of process 0's coordinator service.
+  config.distributed.coordinator_address = config_dict.placeholder(str)
+  # Number of processes of the run.
+  config.distributed.num_processes = config_dict.placeholder(int)
+  # This process's index in [0, num_processes).
+  config.distributed.process_id = config_dict.placeholder(int)
+  # Let JAX find the unset fields in a cluster job: None (no detection),
+  # 'auto' (Slurm, Open MPI, Kubernetes, Cloud TPU), or one of
+  # jax.distributed.initialize's cluster_detection_method names.
+  config.distributed.cluster_detection = config_dict.placeholder(str)
   return config

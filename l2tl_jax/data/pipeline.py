@@ -6,6 +6,10 @@ vectorised map gathers, augments and scales the whole batch. Augmentation
 draws from a generator seeded by (seed, split name, kind, batch index), so
 the crops of every example position are fixed by the seed. The position in
 the stream is one integer, so `get_state()`/`set_state()` resume exactly.
+In a run of several processes each one reads only its own rows of every
+global batch (`process_index`, `process_count`): the permutation is the same
+everywhere, and augmentation draws for the whole global batch, so the rows
+of all processes together are the single-process batch.
 Splits held in memory are gathered in the calling thread (threads only add
 GIL contention at these sizes); splits read per record decode in a pool of
 grain threads.
@@ -102,21 +106,71 @@ def _fixed_crop(images: np.ndarray, split: Split) -> np.ndarray:
   return preprocess.center_crop(images, split.crop_size)
 
 
+def _process_rows(batch_size: int, process_index: int,
+                  process_count: int) -> slice | None:
+  """The rows of a global batch that one process reads; None: all of them."""
+  if not 0 <= process_index < process_count:
+    raise DataError(f'process_index={process_index} is not in [0,'
+                    f' process_count={process_count}).')
+  if process_count == 1:
+    return None
+  if batch_size % process_count:
+    raise DataError(
+        f'A global batch of {batch_size} rows cannot be split evenly over'
+        f' {process_count} processes; use a batch size divisible by'
+        f' {process_count}.')
+  per = batch_size // process_count
+  return slice(process_index * per, (process_index + 1) * per)
+
+
+def _random_resized_crop_rows(images: np.ndarray, rng: np.random.Generator,
+                              *, size: int, total: int,
+                              rows: slice) -> np.ndarray:
+  """Rows `rows` of preprocess.random_resized_crop_batch over a batch of
+  `total` rows whose rows `rows` are `images`: the same draws (windows, then
+  flips, for all `total` rows), applied to these rows only."""
+  _, h, w, c = images.shape
+  windows = preprocess.random_resized_crop_params(rng, total, h, w)[rows]
+  flip = (rng.random(size=total) < 0.5)[rows]
+  out = np.empty((len(images), size, size, c), np.uint8)
+  for k, (top, left, crop_h, crop_w) in enumerate(windows):
+    crop = np.ascontiguousarray(
+        images[k, top : top + crop_h, left : left + crop_w])
+    resized = preprocess.pil_resize(crop, size, size)
+    out[k] = resized[:, ::-1] if flip[k] else resized
+  return out
+
+
 def _train_batch(index: int, positions: np.ndarray, *, split: Split,
-                 seed: int, augment: bool) -> dict[str, np.ndarray]:
-  batch = split.get(positions)
+                 seed: int, augment: bool, rows: slice | None = None
+                 ) -> dict[str, np.ndarray]:
+  """Batch `index` at `positions`; only rows `rows` of it when not None."""
+  total = len(positions)
+  batch = split.get(positions if rows is None else positions[rows])
   images = batch['image']
   if augment and split.train_crop == 'random_resized_crop':
     rng = np.random.default_rng([seed, _stream_id(split), _RRC_DRAWS, index])
-    images = preprocess.random_resized_crop_batch(
-        images, rng, size=split.image_shape[0])
+    if rows is None:
+      images = preprocess.random_resized_crop_batch(
+          images, rng, size=split.image_shape[0])
+    else:
+      images = _random_resized_crop_rows(
+          images, rng, size=split.image_shape[0], total=total, rows=rows)
   else:
     images = _fixed_crop(images, split)
     if augment:
       rng = np.random.default_rng(
           [seed, _stream_id(split), _PAD_FLIP_DRAWS, index])
-      images = preprocess.augment_batch(images, rng,
-                                        crop_padding=split.crop_padding)
+      if rows is None:
+        images = preprocess.augment_batch(images, rng,
+                                          crop_padding=split.crop_padding)
+      else:
+        # The whole batch's draws; the other rows' (cheap) crops of zeros
+        # are dropped.
+        full = np.zeros((total, *images.shape[1:]), images.dtype)
+        full[rows] = images
+        images = preprocess.augment_batch(
+            full, rng, crop_padding=split.crop_padding)[rows]
   return {'image': preprocess.normalize(images, split.normalization),
           'label': batch['label']}
 
@@ -135,16 +189,20 @@ class TrainIterator:
   """Endless shuffled batches of one split, resumable.
 
   Yields {'image': float32 [B, H, W, C] scaled per split.normalization
-  ([0, 1] by default), 'label': int32 [B]}.
+  ([0, 1] by default), 'label': int32 [B]}; with process_count P > 1, this
+  process's B / P rows of each batch.
   `get_state()` returns a JSON-able dict; `set_state()` on an iterator built
-  with the same split and settings continues with exactly the next batch.
+  with the same split and settings continues with exactly the next batch
+  (the state is the global position: any process count resumes it).
   """
 
   def __init__(self, split: Split, *, batch_size: int, seed: int,
                augment: bool = False, drop_remainder: bool = True,
-               num_threads: int | None = None):
+               num_threads: int | None = None, process_index: int = 0,
+               process_count: int = 1):
     if batch_size < 1:
       raise DataError(f'batch_size must be positive, got {batch_size}.')
+    rows = _process_rows(batch_size, process_index, process_count)
     n = len(split)
     if n == 0:
       raise DataError(f'Split {split.name!r} is empty; nothing to train on.')
@@ -172,7 +230,7 @@ class TrainIterator:
     positions = _EpochBatches(n, batch_size, seed, _stream_id(split),
                               drop_remainder)
     ds = positions.map_with_index(functools.partial(
-        _train_batch, split=split, seed=seed, augment=augment))
+        _train_batch, split=split, seed=seed, augment=augment, rows=rows))
     self._iter = iter(ds.to_iter_dataset(_read_options(split, num_threads)))
 
   def __iter__(self) -> 'TrainIterator':
@@ -205,7 +263,8 @@ class TrainIterator:
 
 def train_iterator(split: Split, *, batch_size: int, seed: int,
                    augment: bool = False, drop_remainder: bool = True,
-                   num_threads: int | None = None) -> TrainIterator:
+                   num_threads: int | None = None, process_index: int = 0,
+                   process_count: int = 1) -> TrainIterator:
   """Returns an endless, shuffled, resumable batch iterator over a split.
 
   Args:
@@ -223,14 +282,19 @@ def train_iterator(split: Split, *, batch_size: int, seed: int,
     num_threads: grain reader threads; None: 0 for in-memory splits, 8 for
       per-record splits and splits stored larger than their batches
       (random_resized_crop).
+    process_index: this process, in a run of `process_count` processes.
+    process_count: processes sharing each batch: process p reads (and
+      decodes) only rows [p * B / P, (p + 1) * B / P) of every global batch
+      of batch_size B (which P must divide).
 
   Returns:
-    A TrainIterator yielding {'image': float32 [B, H, W, C],
-    'label': int32 [B]}.
+    A TrainIterator yielding {'image': float32 [B / P, H, W, C],
+    'label': int32 [B / P]}.
   """
   return TrainIterator(split, batch_size=batch_size, seed=seed,
                        augment=augment, drop_remainder=drop_remainder,
-                       num_threads=num_threads)
+                       num_threads=num_threads, process_index=process_index,
+                       process_count=process_count)
 
 
 class JointIterator:
@@ -274,9 +338,17 @@ def joint_iterator(iterators: Mapping[str, TrainIterator]) -> JointIterator:
   return JointIterator(iterators)
 
 
-def _eval_batch(start: int, *, split: Split, batch_size: int
-                ) -> dict[str, np.ndarray]:
+def _eval_batch(start: int, *, split: Split, batch_size: int,
+                rows: slice | None = None) -> dict[str, np.ndarray]:
+  """The batch of batch_size rows at `start`; only rows `rows` of it when
+  not None."""
   n = len(split)
+  if rows is not None:
+    start, batch_size = start + rows.start, rows.stop - rows.start
+    if start >= n:  # This process's share of the last batch: all padding.
+      first = _eval_batch(0, split=split, batch_size=1)
+      return {k: np.zeros((batch_size, *v.shape[1:]), v.dtype)
+              for k, v in first.items()}
   stop = min(n, start + batch_size)
   batch = split.get(np.arange(start, stop))
   real = stop - start
@@ -299,7 +371,8 @@ def num_eval_batches(split: Split, *, batch_size: int) -> int:
 
 
 def eval_batches(split: Split, *, batch_size: int,
-                 num_threads: int | None = None
+                 num_threads: int | None = None, process_index: int = 0,
+                 process_count: int = 1
                  ) -> Iterator[dict[str, np.ndarray]]:
   """One ordered pass over a split, in fixed-size batches.
 
@@ -311,17 +384,23 @@ def eval_batches(split: Split, *, batch_size: int,
     split: the Split.
     batch_size: rows per batch.
     num_threads: as in train_iterator.
+    process_index: as in train_iterator.
+    process_count: as in train_iterator: each process gets its B / P rows of
+      every batch (rows past the end are padding), so the processes' masked
+      sums add up to the single-process ones.
 
   Yields:
     {'image': float32 [B, H, W, C] (scaled per split.normalization; centre
-    crops of splits stored larger), 'label': int32 [B], 'mask': float32 [B]}.
+    crops of splits stored larger), 'label': int32 [B], 'mask': float32 [B]}
+    (B / P rows with process_count P).
   """
   if batch_size < 1:
     raise DataError(f'batch_size must be positive, got {batch_size}.')
+  rows = _process_rows(batch_size, process_index, process_count)
   n = len(split)
   starts = grain.MapDataset.source(list(range(0, n, batch_size)))
   ds = starts.map(functools.partial(_eval_batch, split=split,
-                                    batch_size=batch_size))
+                                    batch_size=batch_size, rows=rows))
   it = iter(ds.to_iter_dataset(_read_options(split, num_threads)))
   try:
     yield from it

@@ -1,4 +1,4 @@
-"""Placing host batches on devices, split along the batch axis."""
+"""Placing host batches on devices, split along the batch axis; replicas."""
 
 from typing import Any, Sequence
 
@@ -75,6 +75,32 @@ def shard_batch(batch: Any, mesh_or_sharding: Mesh | jax.sharding.Sharding
     return jax.device_put(batch, sharding)
   return jax.tree.map(
       lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def replicate(x: Any, sharding: jax.sharding.Sharding) -> jax.Array:
+  """One array (numpy, or a jax.Array of this process) replicated as
+  `sharding` places it, also over devices of other processes.
+
+  Every process passes the same value; each builds only its own devices'
+  copies (no communication, unlike jax.device_put, which compares the
+  values across processes). PRNG key arrays stay keys.
+
+  Args:
+    x: the value, the same on every process.
+    sharding: a fully replicated sharding.
+
+  Returns:
+    The global jax.Array.
+  """
+  if isinstance(x, jax.Array) and x.sharding == sharding:
+    return x
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(
+      x.dtype, jax.dtypes.prng_key):
+    return jax.random.wrap_key_data(
+        replicate(jax.random.key_data(x), sharding),
+        impl=jax.random.key_impl(x))
+  x = np.asarray(x)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
 
 def split_for_pmap(batch: Any, num_devices: int | None = None) -> Any:
