@@ -39,7 +39,6 @@ Measured: to be measured on an accelerator.
 
 import dataclasses
 
-from experiments.configs import default
 from experiments.configs import paper
 
 
@@ -79,16 +78,8 @@ def get_config(target: str = ""):
         f"finegrained.py:NAME with NAME one of {', '.join(TARGETS)}; got "
         f"{target!r}.")
   spec = TARGETS[target]
-  config = default.get_config()
-  config.method = "l2tl"
+  config = paper.imagenet_config(target)
   d = config.data
-  d.source = "imagenet2012"
-  d.source_split = "train"
-  d.source_classes = None
-  d.source_test_split = None  # The weights bring the source classifier.
-  d.target = target
-  d.target_classes = None
-  d.target_label_mod = None
   d.target_train_split = "train"
   d.target_train_per_class = None  # All that validation leaves.
   d.target_val_split = spec.val_split

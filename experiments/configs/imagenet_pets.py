@@ -43,7 +43,6 @@ here (no accelerator and no ImageNet on the machines this was built on).
 Measured: to be measured on an accelerator.
 """
 
-from experiments.configs import default
 from experiments.configs import paper
 
 # The authors' carve-out of the 3680 training images: 20 per class (740).
@@ -54,16 +53,8 @@ NUM_TRAIN = 2940
 
 def get_config(k: str = ""):
   """k: training images per class (low-data mode); empty: all 2940."""
-  config = default.get_config()
-  config.method = "l2tl"
+  config = paper.imagenet_config("oxford_iiit_pet")
   d = config.data
-  d.source = "imagenet2012"
-  d.source_split = "train"
-  d.source_classes = None
-  d.source_test_split = None  # The weights bring the source classifier.
-  d.target = "oxford_iiit_pet"
-  d.target_classes = None
-  d.target_label_mod = None
   d.target_train_split = "train"
   d.target_train_per_class = int(k) if k else None
   d.target_val_split = "train"

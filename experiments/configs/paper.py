@@ -1,10 +1,13 @@
 """Settings shared by the paper-scale configs (imagenet_pets, finegrained).
 
-Not a config itself: `set_target_stage` fills a config's model and target
-stage for a pretrained ResNet-50 at 224 px, `bit_steps` counts its steps.
+Not a config itself: `imagenet_config` starts one (ImageNet as the source),
+`set_target_stage` fills its model and target stage for a pretrained
+ResNet-50 at 224 px, `bit_steps` counts its steps.
 """
 
 from ml_collections import config_dict
+
+from experiments.configs import default
 
 # BiT-HyperRule (Kolesnikov et al. 2020): steps at batch 512 by target size.
 BIT_BATCH = 512
@@ -22,6 +25,23 @@ def bit_steps(num_train: int, batch_size: int) -> int:
                      f"{num_train} and {batch_size}.")
   steps = 500 if num_train < 20_000 else 10_000 if num_train < 500_000 else 20_000
   return steps * BIT_BATCH // batch_size
+
+
+def imagenet_config(target: str):
+  """default.get_config() for L2TL from ImageNet (TFDS imagenet2012 train,
+  every class; no source test split: the weights bring the source
+  classifier) to the catalog dataset `target`, all its classes."""
+  config = default.get_config()
+  config.method = "l2tl"
+  d = config.data
+  d.source = "imagenet2012"
+  d.source_split = "train"
+  d.source_classes = None
+  d.source_test_split = None
+  d.target = target
+  d.target_classes = None
+  d.target_label_mod = None
+  return config
 
 
 def set_target_stage(config, *, num_train: int, batch_size: int = 64) -> None:
