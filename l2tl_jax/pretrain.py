@@ -60,7 +60,7 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
   state, step = parts.state, parts.train_step
   batches = data.train_iterator(
       task.src_train, batch_size=pcfg.batch_size, seed=pcfg.seed,
-      **par.data_shard)
+      num_threads=config.data.get("read_threads"), **par.data_shard)
   start = time.perf_counter()
   metrics = None
   show = config.progress_bar and distributed.is_primary()

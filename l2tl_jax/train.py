@@ -54,7 +54,7 @@ from l2tl_jax import weights
 # Config fields that may change between a run and its resumption.
 HOST_ONLY_FIELDS = ("log_every_steps", "checkpoint_every_steps",
                     "checkpoints_to_keep", "progress_bar", "write_plots",
-                    "pretrain_cache_dir", "distributed")
+                    "pretrain_cache_dir", "distributed", "data.read_threads")
 
 
 # What config.l2tl.mode fills in for the config.l2tl fields left None.
@@ -130,7 +130,9 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def _comparable(config_dict: dict) -> dict[str, Any]:
   flat = _flatten(config_dict)
-  return {k: v for k, v in flat.items() if k.split(".")[0] not in HOST_ONLY_FIELDS}
+  return {k: v for k, v in flat.items()
+          if k not in HOST_ONLY_FIELDS
+          and k.split(".")[0] not in HOST_ONLY_FIELDS}
 
 
 def config_changes(config: ml_collections.ConfigDict,
@@ -293,7 +295,9 @@ class _Run:
 
   def _batches(self, config, task, method):
     seed, b = config.seed, config.train.batch_size
-    shard = self.par.data_shard  # This process's rows of every batch.
+    # This process's rows of every batch, read with the configured threads.
+    shard = dict(self.par.data_shard,
+                 num_threads=config.data.get("read_threads"))
     if not method.joint:
       return data.train_iterator(
           task.tgt_train, batch_size=b, seed=seed,

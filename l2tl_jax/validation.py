@@ -56,9 +56,10 @@ RANGES: dict[str, tuple[str, float | None, float | None, bool]] = {
     "log_every_steps": (INT, 1, None, True),
     "checkpoint_every_steps": (INT, 1, None, True),
     "checkpoints_to_keep": (INT, 1, None, True),
+    "data.read_threads": (INT, 0, None, True),
 }
 # Fields of RANGES that may also be None (their default).
-OPTIONAL = frozenset({"l2tl.class_weight_scale"})
+OPTIONAL = frozenset({"l2tl.class_weight_scale", "data.read_threads"})
 # Piecewise schedules: (boundaries, scales).
 SCHEDULES = (("train.lr_boundaries", "train.lr_scales"),
              ("pretrain.lr_boundaries", "pretrain.lr_scales"),

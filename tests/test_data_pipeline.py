@@ -152,6 +152,23 @@ def test_per_record_split_resumes_and_matches_in_memory(task, per_record_task):
   chex.assert_trees_all_equal(_take(in_memory, 8)[3:], expected)
 
 
+@pytest.mark.parametrize('augment', [False, True])
+def test_reader_threads_do_not_change_the_batches(per_record_task, augment):
+  """config.data.read_threads only sets how many threads decode."""
+  split = per_record_task.src_train
+  batches = [_take(data.train_iterator(split, batch_size=8, seed=2,
+                                       augment=augment, num_threads=n), 4)
+             for n in (0, 1, 3)]
+  chex.assert_trees_all_equal(batches[0], batches[1])
+  chex.assert_trees_all_equal(batches[0], batches[2])
+  # A stream read with 3 threads resumes one read with none.
+  it = data.train_iterator(split, batch_size=8, seed=2, num_threads=3)
+  _take(it, 2)
+  resumed = data.train_iterator(split, batch_size=8, seed=2, num_threads=0)
+  resumed.set_state(it.get_state())
+  chex.assert_trees_all_equal(_take(resumed, 2), _take(it, 2))
+
+
 def test_state_from_other_settings_is_refused(task):
   state = data.train_iterator(task.src_train, batch_size=8, seed=0).get_state()
   other = data.train_iterator(task.src_train, batch_size=16, seed=0)

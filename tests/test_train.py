@@ -234,3 +234,14 @@ class ResumeTest(absltest.TestCase):
 
 if __name__ == "__main__":
   absltest.main()
+
+
+def test_reader_threads_may_change_on_resume(tmp_path):
+  from experiments.configs import tiny
+  config = train.resolve_config(tiny.get_config())
+  train._save_config(config, str(tmp_path), {})  # pylint: disable=protected-access
+  config.data.read_threads = 4
+  assert train.config_changes(config, str(tmp_path)) == {}
+  config.data.image_size = 16  # A data field that is not host-only.
+  assert list(train.config_changes(config, str(tmp_path))) == [
+      "data.image_size"]

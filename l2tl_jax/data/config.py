@@ -117,6 +117,10 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   # Splits whose preprocessed images fit in this many bytes are held in
   # memory; larger ones are read and decoded per record.
   config.in_memory_max_bytes = 2 * 1024**3
+  # Grain reader threads of the train streams (decode, crop, resize; PIL
+  # releases the GIL); None: 0 for in-memory splits, 8 for splits read per
+  # record or stored larger than their batches. Results do not depend on it.
+  config.read_threads = config_dict.placeholder(int)
   # TFDS data dir (prepared datasets, caches of the built-in ones); None: the
   # TFDS default.
   config.data_dir = config_dict.placeholder(str)
