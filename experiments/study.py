@@ -134,12 +134,18 @@ VARIANTS: dict[str, Variant] = {
         "l2tl", {**META_01, **ABOVE_UNIFORM},
         about="meta_gradient_lr0.01 with class weights and alpha in "
         "[0, 1.98], starting at 0.99"),
+    "meta_gradient_first": Variant(
+        "l2tl", {**META, "l2tl.src_selection": "first"},
+        about="meta_gradient with the first B source examples kept "
+        "instead of the B largest weights: every class present gets a "
+        "gradient, whatever its weight"),
     "meta_gradient_lr0.01_val256": Variant(
         "l2tl", {**META_01, "l2tl.val_batch_size": 256},
         about="meta_gradient_lr0.01 with 256 validation images per step"),
 }
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if "window4" not in v
-                         and not v.startswith("meta_gradient_lr0.01_"))
+                         and not v.startswith("meta_gradient_lr0.01_")
+                         and v != "meta_gradient_first")
 # Rows of benchmarks with a known answer (config.source_class_relevance).
 ORACLE_VARIANTS = ("oracle", "anti_oracle", "uniform_at_start",
                    "oracle_at_start")

@@ -49,12 +49,15 @@ def select_top_k(
   if weights.shape[0] < k:
     raise ValueError(f"Cannot keep {k} of {weights.shape[0]} examples.")
   kept, idx = jax.lax.top_k(weights, k)
-  if not renormalize:
-    return idx, kept
+  return idx, renormalize_weights(kept) if renormalize else kept
+
+
+def renormalize_weights(kept: jax.Array) -> jax.Array:
+  """Kept weights [k] scaled to sum to k; all exactly zero if they sum to 0."""
+  k = kept.shape[0]
   total = jnp.sum(kept)
   safe_total = jnp.where(total > 0, total, 1.0)
-  kept = jnp.where(total > 0, kept * (k / safe_total), 0.0)
-  return idx, kept
+  return jnp.where(total > 0, kept * (k / safe_total), 0.0)
 
 
 def weighted_ce_sums(

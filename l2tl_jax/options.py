@@ -30,6 +30,9 @@ class L2TLOptions:
     fixed_alpha: None to sample alpha from the policy, or a fixed value.
     src_oversample: M; the source batch holds M * B examples of which the B
       with the largest weights are kept.
+    src_selection: 'top_k' (reference): keep the B source examples with the
+      largest weights; 'first': keep the first B (a uniform draw), whose
+      weights only scale their losses.
     src_normalization: 'reference': kept weights renormalised to sum to B and
       the weighted loss divided by the number of non-zero weights (so a
       single kept non-zero example counts B times); 'mean': the raw weights,
@@ -85,6 +88,7 @@ class L2TLOptions:
   fixed_alpha: float | None = None
   src_oversample: int = 2
   src_normalization: str = "reference"
+  src_selection: str = "top_k"
   inner_steps: int = 1
   inner_loop: str = "unroll"
   reward: str = "accuracy"
@@ -129,6 +133,10 @@ class L2TLOptions:
       raise ValueError(
           f"decay_set must be one of {losses.DECAY_SETS}, got {self.decay_set!r}"
       )
+    if self.src_selection not in outer.SRC_SELECTIONS:
+      raise ValueError(
+          f"src_selection must be one of {outer.SRC_SELECTIONS}, got "
+          f"{self.src_selection!r}")
     if self.src_normalization not in outer.SRC_NORMALIZATIONS:
       raise ValueError(
           "src_normalization must be 'reference' or 'mean', got "

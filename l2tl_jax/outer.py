@@ -35,6 +35,7 @@ from l2tl_jax import parallel
 Batch = dict[str, Any]
 Metrics = dict[str, jax.Array]
 SRC_NORMALIZATIONS = ("reference", "mean")
+SRC_SELECTIONS = ("top_k", "first")
 INNER_LOOPS = ("unroll", "scan")
 # How encoders with batch statistics treat the joint batch (see JointProblem).
 BN_MODES = ("joint", "target", "frozen")
@@ -49,6 +50,11 @@ class JointProblem:
     tx: model optimiser.
     weight_decay: coefficient of sum(p^2)/2.
     decay_set: which parameters decay ('all', 'kernels', 'none').
+    src_selection: which B of the M * B source examples are kept: 'top_k'
+      (the reference: the largest class weights) or 'first' (the first B,
+      a uniform draw since the stream is shuffled; the weights only scale
+      their losses, so every class present gets a gradient, whatever its
+      weight).
     src_normalization: 'reference' (kept weights renormalised to sum to B,
       weighted loss / #non-zero) or 'mean' (raw weights, / B).
     inner_loop: 'unroll' or 'scan' (see `rollout`).
@@ -70,6 +76,7 @@ class JointProblem:
   inner_loop: str = "unroll"
   axis_name: str | None = None
   bn_mode: str = "joint"
+  src_selection: str = "top_k"
 
 
 class ModelCarry(NamedTuple):
@@ -127,6 +134,7 @@ def select_source(
     keep_local: int,
     normalization: str,
     axis_name: str | None,
+    selection: str = "top_k",
 ) -> KeptSource:
   """Keeps the source examples with the largest class weights.
 
@@ -142,6 +150,8 @@ def select_source(
       loss normaliser is the number of non-zero kept weights) or 'mean' (raw
       weights; the normaliser is B).
     axis_name: pmap axis or None.
+    selection: 'top_k' (the largest weights) or 'first' (the first B of
+      the global batch, whatever their weights).
 
   Returns:
     The kept examples of this device.
@@ -151,8 +161,13 @@ def select_source(
     src = jax.tree.map(
         lambda x: jax.lax.all_gather(x, axis_name, tiled=True), src)
   example_w = class_weights[src["label"]]  # [M * B]
-  idx, kept_w = losses.select_top_k(
-      example_w, keep, renormalize=normalization == "reference")  # [B], [B]
+  if selection == "first":
+    idx, kept_w = jnp.arange(keep), example_w[:keep]
+    if normalization == "reference":
+      kept_w = losses.renormalize_weights(kept_w)
+  else:
+    idx, kept_w = losses.select_top_k(
+        example_w, keep, renormalize=normalization == "reference")  # [B]
   image, label = src["image"][idx], src["label"][idx]
   if axis_name is not None:
     start = jax.lax.axis_index(axis_name) * keep_local
@@ -255,7 +270,8 @@ def inner_update(
   axis_name = problem.axis_name
   kept = select_source(
       src, class_weights, keep_local=tgt["label"].shape[0],
-      normalization=problem.src_normalization, axis_name=axis_name)
+      normalization=problem.src_normalization, axis_name=axis_name,
+      selection=problem.src_selection)
   loss_fn = lambda p: joint_loss(
       p, problem=problem, model_state=carry.model_state, kept=kept, tgt=tgt,
       alpha=alpha, decay_mask=decay_mask)

@@ -243,7 +243,7 @@ def _l2tl_step_fn(
           decay_set=options.decay_set,
           src_normalization=options.src_normalization,
           inner_loop=options.inner_loop, axis_name=axis_name,
-          bn_mode=options.bn_mode),
+          bn_mode=options.bn_mode, src_selection=options.src_selection),
       options=options,
       policy_tx=policy_tx,
       fixed_class_weights=None if fixed is None else jnp.asarray(

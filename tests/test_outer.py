@@ -174,3 +174,22 @@ def test_rewards_table():
                                "loss_improvement": 0.3})
   assert [n for n, r in outer.REWARDS.items() if r.needs_before] == [
       "loss_improvement"]
+
+
+def test_first_selection_keeps_the_first_examples_whatever_their_weights():
+  labels = jnp.array([2, 0, 1, 2, 0, 1])
+  src = {"image": jnp.arange(6.0).reshape(6, 1), "label": labels}
+  w = jnp.array([0.0, 0.5, 1.0])
+  kept = outer.select_source(src, w, keep_local=3, normalization="mean",
+                             axis_name=None, selection="first")
+  np.testing.assert_array_equal(kept.image[:, 0], [0.0, 1.0, 2.0])
+  np.testing.assert_array_equal(kept.weight, [1.0, 0.0, 0.5])
+  assert float(kept.count) == 3.0
+  ref = outer.select_source(src, w, keep_local=3, normalization="reference",
+                            axis_name=None, selection="first")
+  np.testing.assert_allclose(ref.weight, [2.0, 0.0, 1.0])  # Sum 3.
+  assert float(ref.count) == 2.0  # Non-zero kept weights.
+  top = outer.select_source(src, w, keep_local=3, normalization="mean",
+                            axis_name=None)
+  # The reference keeps weight 1, 1, then the first 0.5.
+  np.testing.assert_array_equal(top.image[:, 0], [0.0, 3.0, 2.0])

@@ -138,6 +138,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.l2tl.entropy_coef = 0.0
   # 'reference' (renormalised top-k weights / #non-zero) or 'mean'.
   config.l2tl.src_normalization = config_dict.placeholder(str)
+  # Which B of the src_oversample * B source examples are kept: 'top_k'
+  # (reference: the largest class weights) or 'first' (the first B, whose
+  # weights only scale their losses: every class present gets a gradient).
+  config.l2tl.src_selection = "top_k"
   # How the policy learns: 'reinforce' (reference) or 'meta_gradient'
   # (exact gradient of the validation loss through the model update).
   config.l2tl.estimator = config_dict.placeholder(str)
