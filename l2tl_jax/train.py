@@ -23,6 +23,7 @@ other files.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -152,7 +153,28 @@ def config_changes(config: ml_collections.ConfigDict,
   old = _comparable(saved)
   new = _comparable(json.loads(config.to_json_best_effort()))
   return {k: (old.get(k, "<unset>"), new.get(k, "<unset>"))
-          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
+          for k in sorted(old.keys() | new.keys())
+          if old.get(k) != new.get(k)
+          and not (k not in old and _is_default(k, new[k]))}
+
+
+def _is_default(key: str, value: Any) -> bool:
+  """Whether `value` is the default of config field `key`.
+
+  A field a saved run predates counts as unchanged at its default: fields
+  are added with the default that keeps the earlier behaviour.
+  """
+  if value is None:
+    return True
+  section, _, name = key.partition(".")
+  if section == "l2tl":
+    defaults = {f.name: f.default
+                for f in dataclasses.fields(steps.L2TLOptions)}
+  elif section == "data":
+    defaults = json.loads(data.get_default_data_config().to_json_best_effort())
+  else:
+    return False
+  return name in defaults and defaults[name] == value
 
 
 def _check_changes(changes: dict[str, tuple[Any, Any]], workdir: str,

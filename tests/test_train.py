@@ -245,3 +245,19 @@ def test_reader_threads_may_change_on_resume(tmp_path):
   config.data.image_size = 16  # A data field that is not host-only.
   assert list(train.config_changes(config, str(tmp_path))) == [
       "data.image_size"]
+
+
+def test_a_field_the_saved_run_predates_is_unchanged_at_its_default(tmp_path):
+  import json
+  from experiments.configs import tiny
+  config = train.resolve_config(tiny.get_config())
+  train._save_config(config, str(tmp_path), {})  # pylint: disable=protected-access
+  path = tmp_path / "config.json"
+  saved = json.loads(path.read_text())
+  del saved["l2tl"]["src_selection"]  # As written before the field existed.
+  del saved["data"]["source_corrupt_to"]
+  path.write_text(json.dumps(saved))
+  assert train.config_changes(config, str(tmp_path)) == {}
+  config.l2tl.src_selection = "first"  # Not the behaviour the run had.
+  assert train.config_changes(config, str(tmp_path)) == {
+      "l2tl.src_selection": ("<unset>", "first")}
