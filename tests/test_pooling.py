@@ -112,7 +112,7 @@ def _target_stage(method_name, **overrides):
     ("finetune", {}, True),
     ("joint_uniform", {}, True),
     ("l2tl", {"l2tl.mode": "reference"}, True),  # REINFORCE: first order.
-    ("l2tl", {"l2tl.mode": "recommended"}, False),  # Meta-gradient.
+    ("l2tl", {"l2tl.mode": "meta_gradient"}, False),
     ("finetune", {"model.encoder_kwargs.fast_pool": False}, False),
 ])
 def test_target_stage_takes_the_fast_pool_for_first_derivatives_only(

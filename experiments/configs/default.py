@@ -1,7 +1,9 @@
 """Reference hyper-parameters shared by every config (not run on its own).
 
 The L2TL policy follows config.l2tl.mode: 'recommended' (the default, chosen
-by the policy study) or 'reference' (the authors' REINFORCE).
+by the policy study over four benchmarks: today the authors' REINFORCE, as
+'reference'), 'reference' or 'meta_gradient' (the exact gradient of the
+validation loss through the model update).
 
 Other configs call `get_config()` here and override the data and, where
 their protocol says so, the step counts. Every number of the reference's
@@ -96,11 +98,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.train.decay_set = config_dict.placeholder(str)
 
   config.l2tl = ml_collections.ConfigDict()
-  # 'recommended' or 'reference': fills in estimator, reward,
-  # class_reduction, baseline_order, src_normalization, num_samples,
+  # 'recommended', 'reference' or 'meta_gradient': fills in estimator,
+  # reward, class_reduction, baseline_order, src_normalization, num_samples,
   # policy_lr and val_batch_size where they are left None
   # (l2tl_jax.train.L2TL_MODES). 'reference' is the authors' REINFORCE;
-  # 'recommended' the variant chosen by the policy study (README.md).
+  # 'recommended' the variant chosen by the policy study (README.md; today
+  # the same as 'reference'); 'meta_gradient' the exact meta-gradient.
   config.l2tl.mode = "recommended"
   # Source batch = src_oversample * B; the top B by weight are kept.
   config.l2tl.src_oversample = 2
