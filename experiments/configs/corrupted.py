@@ -37,7 +37,16 @@ their noise could not hurt either.
 Data: Debian's dataset-fashion-mnist (/usr/share/datasets/fashion-mnist)
 offline, TFDS's IDX files online, or the TFDS catalog copy where prepared.
 
-Measured: see experiments/reports/study/corrupted and README.md.
+Measured (2-core CPU, 5 seeds, test % mean ± sample std;
+experiments/reports/study/corrupted, README.md): finetune 67.35 ± 0.28,
+joint_uniform 71.12 ± 1.02, oracle (tops only) 71.76 ± 0.52, anti_oracle
+(noisy classes only) 68.21 ± 0.68; uniform / oracle at the policy's starting
+scale 69.87 ± 1.21 / 70.12 ± 0.39. Policies (AUC of the learned weights,
+tops vs noisy classes): reinforce_reference 69.71 ± 0.51 (AUC 0.33),
+leave-one-out REINFORCE 69.71 ± 0.80 (0.39), meta-gradient Adam 0.01
+69.18 ± 0.55 (0.05), Adam 0.1 68.69 ± 0.50 (0.03), first-B selection
+69.92 ± 0.21 (0.18): the meta-gradient weights the noisy classes above the
+tops on every seed; all end below uniform joint training.
 """
 
 from experiments.configs import fashion_tops
