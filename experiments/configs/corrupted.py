@@ -3,7 +3,7 @@ r"""Fashion-MNIST tops from a source whose other classes have pure-noise labels.
   # The benchmark: baselines, the known-answer rows and the policies.
   python -m experiments.study --config=experiments/configs/corrupted.py \
       --seeds=5 --workdir=runs/study/corrupted \
-      --variants=finetune,joint_uniform,uniform_at_start,oracle,oracle_at_start,anti_oracle,reinforce_reference,reinforce_paired_loo4,meta_gradient_lr0.01,meta_gradient_lr0.01_window4,meta_gradient_lr0.01_above_uniform
+      --variants=finetune,joint_uniform,uniform_at_start,oracle,oracle_at_start,anti_oracle,reinforce_reference,reinforce_paired_loo4,meta_gradient_lr0.01,meta_gradient,meta_gradient_first
   python -m experiments.main --config=experiments/configs/corrupted.py \
       --workdir=runs/corrupted_l2tl   # one L2TL run
 
