@@ -8,6 +8,8 @@ same array_record data-source path as prepared data: nothing downloads.
 import json
 import os
 import shutil
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -27,6 +29,7 @@ from l2tl_jax import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "tv_bottleneck.safetensors")
+MOCK_MAIN = os.path.join(REPO, "tests", "mock_tfds_main.py")
 SMALL = {"stage_sizes": (2, 1, 1, 1), "block": "bottleneck", "width": 4}
 
 
@@ -147,31 +150,44 @@ def _random_resnet50(path):
 def test_imagenet_pets_resnet50_at_224_streams_trains_and_resumes_exactly(
     tmp_path):
   """The whole path: streamed sources, 224 px crops, ResNet-50 from weights,
-  the L2TL step, checkpoints, and a resumed run equal to the straight one."""
+  the L2TL step, checkpoints, and a run resumed by experiments.main equal to
+  the straight one."""
   init = str(tmp_path / "resnet50.safetensors")
   _random_resnet50(init)
   config = imagenet_pets.get_config("2")
-  config.data.data_dir = str(tmp_path / "tfds")
-  config.update_from_flattened_dict({
+  overrides = {
+      "data.data_dir": str(tmp_path / "tfds"),
       "model.init_from": init, "model.dtype": "float32",
       # Streamed as the real ImageNet (over the 2 GiB in-memory limit) is.
       "data.in_memory_max_bytes": 0,
-      "data.target_classes": (0, 1), "data.target_val_per_class": 2,
+      "data.target_classes": "(0,1)", "data.target_val_per_class": 2,
       "l2tl.mode": "reference",  # One first-order step: cheaper to compile.
       "train.steps": 2, "train.batch_size": 2, "l2tl.val_batch_size": 2,
       "eval.batch_size": 4, "eval.every_steps": 0, "log_every_steps": 1,
       "checkpoint_every_steps": 1, "write_plots": False,
-      "progress_bar": False})
+      "progress_bar": False}
+  config.update_from_flattened_dict(
+      {**overrides, "data.target_classes": (0, 1)})
   workdir = str(tmp_path / "run")
   with tfds.testing.mock_data(num_examples=300):
     straight = train.train_and_evaluate(config, workdir)
     assert straight["config"]["data"]["image_size"] == 224
     assert straight["task"]["splits"]["src_train"]["in_memory"] is False
     step2 = _train_metrics(workdir, 2)
-    # As if stopped after step 1: the last checkpoint and the results gone.
-    os.remove(os.path.join(workdir, "results.json"))
-    shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))
-    resumed = train.train_and_evaluate(config, workdir)
+  # As if stopped after step 1: the last checkpoint and the results gone.
+  os.remove(os.path.join(workdir, "results.json"))
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "2"))
+  # The same command through the launcher resumes it.
+  flags = [f"--config.{k}={v}" for k, v in overrides.items()]
+  proc = subprocess.run(
+      [sys.executable, MOCK_MAIN, "300",
+       f"--config={REPO}/experiments/configs/imagenet_pets.py:2",
+       f"--workdir={workdir}", *flags], capture_output=True, text=True,
+      cwd=REPO, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+  assert "done: " in proc.stdout
+  with open(os.path.join(workdir, "results.json")) as f:
+    resumed = json.load(f)
   assert resumed["steps"] == 2
   assert resumed["test_accuracy"] == straight["test_accuracy"]
   # Step 2 was trained again from the step-1 checkpoint, to the last bit.

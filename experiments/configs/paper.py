@@ -39,7 +39,9 @@ def imagenet_config(target: str):
   d.source_classes = None
   d.source_test_split = None
   d.target = target
-  d.target_classes = None
+  # None keeps every class; typed so --config.data.target_classes='(0,1)'
+  # can restrict them from the command line.
+  d.target_classes = config_dict.placeholder(tuple)
   d.target_label_mod = None
   return config
 
