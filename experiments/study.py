@@ -87,7 +87,8 @@ PAIRED = {
 }
 META = {**REFERENCE, "l2tl.estimator": "meta_gradient",
         "l2tl.src_normalization": "mean", "l2tl.policy_lr": 0.1}
-# The recommended mode: the meta-gradient at policy Adam 0.01.
+# The meta-gradient at policy Adam 0.01 (mode 'meta_gradient'; the default
+# before the four-benchmark study).
 META_01 = {**META, "l2tl.policy_lr": 0.01}
 # Weights that can exceed uniform's: lambda_c = a_c / 50 and alpha = a / 50
 # (up to 1.98, starting at an expected 0.99, uniform joint training's 1).

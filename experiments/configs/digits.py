@@ -15,7 +15,7 @@ sample std; experiments/reports/digits): scratch 95.97 ± 0.48, finetune
 96.93 ± 0.50, finetune (val-selected) 96.79 ± 0.56, joint_uniform
 96.17 ± 0.32, datl 96.36 ± 0.29, l2tl 96.33 ± 0.44, l2tl (val-selected)
 96.33 ± 0.60 (l2tl in --config.l2tl.mode=reference). Policy study
-(experiments/reports/study/digits): the recommended mode (meta-gradient,
+(experiments/reports/study/digits): the meta-gradient (mode meta_gradient,
 policy Adam 0.01) 96.69 ± 0.45.
 """
 

@@ -26,7 +26,7 @@ images; scratch 63.18 ± 0.60, finetune 63.58 ± 0.68, finetune
 l2tl 63.88 ± 0.58, l2tl (val-selected) 64.14 ± 0.79. At 5 per class (3
 seeds): finetune 53.08 ± 1.25, l2tl 55.23 ± 0.90, joint_uniform
 55.58 ± 0.93. Policy study (experiments/reports/study/fashion_tops): the
-recommended mode (meta-gradient, policy Adam 0.01) 64.06 ± 0.49.
+meta-gradient (mode meta_gradient, policy Adam 0.01) 64.06 ± 0.49.
 """
 
 from experiments.configs import default

@@ -31,7 +31,7 @@ scaled to one accelerator, target batch 64, source 2 x 64 -> 64 kept,
 validation 64; 4000 steps (BiT's rule: 500 steps at batch 512 for targets
 under 20k images, i.e. the same 256k target examples at batch 64), Nesterov
 SGD 0.01 x0.1 at 60%, 80% and 90% of the steps, weight decay 1e-4, bfloat16,
-batch norm 'joint' (the reference). Policy: the recommended meta-gradient
+batch norm 'joint' (the reference). Policy: the recommended mode
 (config.l2tl.mode).
 
 Needs: imagenet2012 and oxford_iiit_pet prepared in the TFDS data dir
