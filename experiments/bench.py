@@ -148,13 +148,14 @@ def step_encoder_kwargs(kind: str, encoder: str,
   to `build.source_stage` (always fast); an explicit fast_pool stays.
   """
   kwargs = dict(encoder_kwargs or {})
-  if (kind == "pretrain" or "fast_pool" in kwargs
-      or "fast_pool" not in models.encoder_fields(encoder)):
+  if kind == "pretrain":
     return kwargs
-  second_order = kind == "l2tl" and estimators.ESTIMATORS[
-      estimator or "reinforce"].second_order
-  kwargs["fast_pool"] = pool == "fast" or (pool == "auto" and not second_order)
-  return kwargs
+  if pool == "auto":  # As build.target_stage chooses.
+    fast = not (kind == "l2tl" and estimators.ESTIMATORS[
+        estimator or "reinforce"].second_order)
+  else:
+    fast = pool == "fast"
+  return build.pool_kwargs(encoder, kwargs, fast=fast)
 
 
 def setup(kind: str, *, encoder: str,

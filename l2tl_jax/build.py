@@ -218,20 +218,33 @@ def fixed_class_weights(method: methods_lib.Method, shapes: Shapes,
   return None
 
 
-def _first_order_fast(config: ml_collections.ConfigDict,
-                      model: models.TransferModel) -> models.TransferModel:
-  """`model` with LeNet's fast max pool where the config leaves it unset.
+def pool_kwargs(encoder: str, encoder_kwargs: Any, *,
+                fast: bool) -> dict[str, Any]:
+  """`encoder_kwargs` with fast_pool=`fast` where the encoder has LeNet's
+  choice of max pool and the kwargs leave it unset; else as they are."""
+  kwargs = dict(encoder_kwargs)
+  if ("fast_pool" in models.encoder_fields(encoder)
+      and "fast_pool" not in kwargs):
+    kwargs["fast_pool"] = fast
+  return kwargs
 
-  For steps that take first derivatives only, where the fast pool equals
-  flax's exactly (value and gradient): the same parameters, several times
-  faster on XLA:CPU. Steps that differentiate through the gradient (the
-  meta-gradient) keep flax's pool, whose second derivative the fast one
+
+def _with_pool(config: ml_collections.ConfigDict, model: models.TransferModel,
+               *, second_order: bool) -> models.TransferModel:
+  """`model` with the max pool for its step, where the config leaves it unset.
+
+  The fast pool for steps that take first derivatives only, where it equals
+  flax's exactly (value and gradient: the same parameters, several times
+  faster on XLA:CPU); flax's for steps that differentiate through the
+  gradient (the meta-gradient), whose second derivative the fast one
   matches only up to rounding.
   """
-  if ("fast_pool" in models.encoder_fields(config.model.encoder)
-      and "fast_pool" not in config.model.encoder_kwargs):
-    return model.clone(encoder=model.encoder.clone(fast_pool=True))
-  return model
+  kwargs = config.model.encoder_kwargs.to_dict()
+  chosen = pool_kwargs(config.model.encoder, kwargs, fast=not second_order)
+  if chosen == kwargs:
+    return model
+  return model.clone(encoder=model.encoder.clone(
+      fast_pool=chosen["fast_pool"]))
 
 
 def target_stage(
@@ -261,8 +274,8 @@ def target_stage(
   """
   options = (l2tl_options(config, method, class_weights) if method.joint
              else None)
-  if options is None or not estimators.select(options).second_order:
-    model = _first_order_fast(config, model)
+  model = _with_pool(config, model, second_order=(
+      options is not None and estimators.select(options).second_order))
   tx = model_tx(config.train)
   eval_step = steps.make_eval_step(model=model, parallelism=par)
   if not method.joint:
@@ -292,7 +305,7 @@ def source_stage(config: ml_collections.ConfigDict, shapes: Shapes, *,
   pcfg = config.pretrain
   model = make_model(config, heads=("src_head",), shapes=shapes,
                      axis_name=par.axis_name)
-  model = _first_order_fast(config, model)
+  model = _with_pool(config, model, second_order=False)
   tx = model_tx(pcfg)
   rng_init, rng_state = jax.random.split(jax.random.key(pcfg.seed))
   params, model_state = models.init_variables(model, rng_init,
