@@ -105,3 +105,14 @@ def base_config(data_dir: str, **overrides):
   for key, value in overrides.items():
     setattr(config, key, value)
   return config
+
+
+@pytest.fixture(scope='module', name='task')
+def small_idx_task(tmp_path_factory, tfds_dir):  # pylint: disable=redefined-outer-name
+  """Random 28x28 digits: 40 train, 20 test, 4 classes (label = i % 4)."""
+  directory, _ = make_idx_dir(str(tmp_path_factory.mktemp('idx_small')))
+  config = base_config(
+      tfds_dir, source=f'idx:{directory}', target=f'idx:{directory}',
+      target_classes=None, target_train_per_class=5,
+      target_val_per_class=2, target_test_per_class=None)
+  return data.build_task(config)

@@ -11,21 +11,10 @@ import jax
 import numpy as np
 import pytest
 
-from conftest_data import base_config, make_idx_dir, tfds_dir  # pylint: disable=unused-import
+from conftest_data import base_config, make_idx_dir, small_idx_task, tfds_dir  # pylint: disable=unused-import
 from l2tl_jax import data
 from l2tl_jax.data import pipeline
 from l2tl_jax.data.errors import DataError
-
-
-@pytest.fixture(scope='module')
-def task(tmp_path_factory, tfds_dir):
-  """Random 28x28 digits: 40 train, 20 test, 4 classes (label = i % 4)."""
-  directory, _ = make_idx_dir(str(tmp_path_factory.mktemp('idx_small')))
-  config = base_config(
-      tfds_dir, source=f'idx:{directory}', target=f'idx:{directory}',
-      target_classes=None, target_train_per_class=5,
-      target_val_per_class=2, target_test_per_class=None)
-  return data.build_task(config)
 
 
 @pytest.fixture(scope='module')

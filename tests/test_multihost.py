@@ -20,7 +20,7 @@ import chex
 import numpy as np
 import pytest
 
-from conftest_data import base_config, make_idx_dir, tfds_dir  # pylint: disable=unused-import
+from conftest_data import small_idx_task, tfds_dir  # pylint: disable=unused-import
 from l2tl_jax import data
 from l2tl_jax import distributed
 from l2tl_jax.data import pipeline
@@ -147,17 +147,6 @@ def test_settings_come_from_config_then_environment():
       "cluster_detection_method"] == "slurm"
   # Nothing set: a no-op.
   assert not distributed.initialize(None, {})
-
-
-@pytest.fixture(scope="module")
-def task(tmp_path_factory, tfds_dir):
-  """Random 28x28 digits: 40 train, 20 test, 4 classes."""
-  directory, _ = make_idx_dir(str(tmp_path_factory.mktemp("idx_multihost")))
-  config = base_config(
-      tfds_dir, source=f"idx:{directory}", target=f"idx:{directory}",
-      target_classes=None, target_train_per_class=5,
-      target_val_per_class=2, target_test_per_class=None)
-  return data.build_task(config)
 
 
 def _joined(parts):
