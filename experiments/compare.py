@@ -10,9 +10,13 @@ share one source pre-training, cached in DIR/pretrain (or in
 config.pretrain_cache_dir when set, shared across comparisons). Completed
 runs are read back, not retrained, so an interrupted comparison resumes by
 rerunning the same command. Writes DIR/summary.json, DIR/summary.md and
-DIR/comparison.png; with --target_per_class, fine-tuning and L2TL are also
-run per target size under DIR/sweep/n<k>/<m>/seed<s>, summarised in
-DIR/sweep.json, DIR/sweep.md and DIR/target_size_sweep.png. Summary files
+DIR/comparison.png, and where some method weights the source classes
+(learned or DATL) DIR/source_relevance.png: the classes ranked by weight
+with their agreement across seeds (summary.md's '## Source relevance';
+experiments.relevance writes the same for any finished folder). With
+--target_per_class, fine-tuning and L2TL are also run per target size
+under DIR/sweep/n<k>/<m>/seed<s>, summarised in DIR/sweep.json,
+DIR/sweep.md and DIR/target_size_sweep.png. Summary files
 are written only when every run succeeded, each atomically.
 
 Reported rows: each method's final-step test accuracy, plus
@@ -125,7 +129,8 @@ def run_comparison(
   Returns:
     The summary also written to DIR/summary.json: 'methods' (row name ->
     mean, std, per-seed test accuracies, mean validation accuracy, ...),
-    'std_kind', 'class_weights', 'protocol', 'notes'; with
+    'std_kind', 'class_weights', 'source_relevance'
+    (`report.source_relevance`), 'protocol', 'notes'; with
     `target_per_class`, 'sweep' holds the sweep summary.
 
   Raises:
@@ -151,12 +156,15 @@ def run_comparison(
       "methods": rows,
       "std_kind": report.std_kind(seeds),
       "class_weights": report.class_weight_summary(by_method),
+      "source_relevance": report.source_relevance(by_method),
       "protocol": report.protocol(config, list(results.values()),
                            seeds=list(range(seeds)), rows=list(rows)),
       "notes": notes,
       "base_config": json.loads(config.to_json_best_effort()),
   }
   plots.plot_comparison(summary, os.path.join(workdir, "comparison.png"))
+  plots.plot_source_relevance(summary["source_relevance"],
+                              os.path.join(workdir, "source_relevance.png"))
   checkpointing.write_text_atomic(os.path.join(workdir, "summary.md"),
                                   report.summary_markdown(summary))
   checkpointing.write_json_atomic(os.path.join(workdir, "summary.json"),
@@ -263,6 +271,9 @@ def main(argv):
   print(report.markdown_table(summary))
   print(f"Summary: {workdir}/summary.md, {workdir}/summary.json, "
         f"{workdir}/comparison.png")
+  if summary["source_relevance"]["methods"]:
+    print(f"Source relevance: {workdir}/source_relevance.png (summary.md, "
+          "'## Source relevance')")
   if "sweep" in summary:
     print(f"Sweep: {workdir}/sweep.md, {workdir}/sweep.json, "
           f"{workdir}/target_size_sweep.png")

@@ -2,15 +2,19 @@
 
 Pure functions of run results (the dicts `train.train_and_evaluate`
 returns); what each row saw comes from the methods table
-(`l2tl_jax.methods`). Used by experiments.compare and experiments.study.
+(`l2tl_jax.methods`). Used by experiments.compare, experiments.study and
+experiments.relevance (the source relevance report: `source_relevance`,
+`relevance_markdown`).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Sequence
 
 import ml_collections
 import numpy as np
+import scipy.stats
 
 from l2tl_jax import methods
 
@@ -144,6 +148,286 @@ def class_weight_summary(
   return out
 
 
+def mean_pairwise_spearman(weights: np.ndarray) -> float | None:
+  """Mean Spearman rank correlation over all pairs of rows.
+
+  Args:
+    weights: [seeds, classes].
+
+  Returns:
+    The mean over the seeds * (seeds - 1) / 2 pairs, or None with fewer than
+    2 rows. A pair where one row is constant counts as 0.
+  """
+  weights = np.asarray(weights, np.float64)
+  values = []
+  for a, b in itertools.combinations(range(len(weights)), 2):
+    if np.ptp(weights[a]) == 0 or np.ptp(weights[b]) == 0:
+      values.append(0.0)
+      continue
+    rho = scipy.stats.spearmanr(weights[a], weights[b]).statistic
+    values.append(float(rho))
+  return float(np.mean(values)) if values else None
+
+
+# Where a run's source class weights are, by kind: the policy's expected
+# weights (whatever estimator learned them) or DATL's fixed ones.
+WEIGHT_KINDS = {
+    "learned": "learned weights (the policy's expected weight at the last "
+               "step)",
+    "datl": "fixed DATL weights (P_t(c) / P_s(c) from the target train "
+            "images)",
+}
+
+
+def run_class_weights(results: dict[str, Any]
+                      ) -> tuple[str, dict[str, float]] | None:
+  """(kind, {source class: weight}) of one run, or None when it has none.
+
+  Args:
+    results: a run's results dict.
+
+  Returns:
+    ('learned', results['policy']['expected_class_weights']), else
+    ('datl', results['datl_class_weights']), else None.
+  """
+  learned = (results.get("policy") or {}).get("expected_class_weights")
+  if learned:
+    return "learned", learned
+  if results.get("datl_class_weights"):
+    return "datl", results["datl_class_weights"]
+  return None
+
+
+def seed_ranks(weights: np.ndarray) -> np.ndarray:
+  """Rank of each class within each row, 1 = largest weight.
+
+  Tied classes share the best of their ranks (1, 2, 2, 4).
+
+  Args:
+    weights: [seeds, classes].
+
+  Returns:
+    [seeds, classes] int ranks.
+  """
+  weights = np.asarray(weights, np.float64)
+  return 1 + (weights[:, None, :] > weights[:, :, None]).sum(-1)
+
+
+def _relevance_of(method: str, results: dict[str, Any], num_classes: int,
+                  notes: list[str]) -> list | None:
+  relevance = (results.get("config") or {}).get("source_class_relevance")
+  if relevance is None:
+    return None
+  if len(relevance) != num_classes:
+    notes.append(f"{method}: config.source_class_relevance has "
+                 f"{len(relevance)} entries, the source {num_classes} "
+                 "classes: not shown.")
+    return None
+  return [int(r) if float(r).is_integer() else float(r) for r in relevance]
+
+
+def _method_relevance(method, seed_runs, notes):
+  """The relevance entry of one method, or None when no run has weights."""
+  found = [(s, d, r, run_class_weights(r)) for s, d, r in seed_runs]
+  with_weights = [x for x in found if x[3] is not None]
+  if not with_weights:
+    return None
+  missing = [s for s, _, _, w in found if w is None]
+  if missing:
+    notes.append(f"{method}: seeds {missing} have no source class weights; "
+                 "the table uses the others.")
+  kinds = {w[0] for *_, w in with_weights}
+  if len(kinds) > 1:
+    raise ValueError(f"{method}: some seeds have learned class weights, "
+                     "others DATL ones.")
+  first = with_weights[0][2]
+  names = list(first.get("src_class_names") or with_weights[0][3][1])
+  for s, d, _, (_, table) in with_weights:
+    if set(table) != set(names):
+      raise ValueError(
+          f"{method} seed {s} ({d}) weights other source classes than seed "
+          f"{with_weights[0][0]}: {sorted(set(table) ^ set(names))}.")
+  w = np.asarray([[t[n] for n in names] for *_, (_, t) in with_weights],
+                 np.float64)  # [S, C]
+  ranks = seed_ranks(w)  # [S, C]
+  above = (w > np.median(w, axis=1, keepdims=True)).sum(0)  # [C]
+  relevance = _relevance_of(method, first, len(names), notes)
+  classes = []
+  for c in sorted(range(len(names)), key=lambda c: -w[:, c].mean()):
+    mean, std = stats(w[:, c])
+    classes.append({
+        "rank": len(classes) + 1,
+        "name": names[c],
+        "mean": mean,
+        "std": std,
+        "min": float(w[:, c].min()),
+        "max": float(w[:, c].max()),
+        "per_seed": w[:, c].tolist(),
+        "seed_ranks": ranks[:, c].tolist(),
+        "above_median": int(above[c]),
+        "relevant": None if relevance is None else relevance[c],
+    })
+  kind = next(iter(kinds))
+  return {
+      "kind": kind,
+      "seeds": [s for s, *_ in with_weights],
+      "run_dirs": [d for _, d, *_ in with_weights],
+      "spearman": mean_pairwise_spearman(w),
+      "has_relevance": relevance is not None,
+      "classes": classes,
+  }
+
+
+def source_relevance(
+    runs: dict[str, list[tuple[int, str, dict[str, Any]]]]
+) -> dict[str, Any]:
+  """Source classes ranked by weight per method, with agreement over seeds.
+
+  Args:
+    runs: method (or study variant) -> [(seed, run_dir, results dict)], in
+      display order. Weights are read with `run_class_weights`; the known
+      answer, when a run's config has one, from
+      results['config']['source_class_relevance'].
+
+  Returns:
+    {'methods': {method: {'kind': 'learned' | 'datl', 'seeds', 'run_dirs',
+    'spearman' (mean pairwise Spearman over seeds, None with one seed),
+    'has_relevance', 'classes': [{'rank', 'name', 'mean', 'std', 'min',
+    'max', 'per_seed', 'seed_ranks', 'above_median', 'relevant'}] sorted by
+    mean weight, largest first (ties keep the source class order)}},
+    'without_weights': methods none of whose runs has class weights,
+    'notes'}.
+
+  Raises:
+    ValueError: a method's seeds weight different source classes, or mix
+      learned and DATL weights.
+  """
+  out: dict[str, Any] = {"methods": {}, "without_weights": [], "notes": []}
+  for method, seed_runs in runs.items():
+    entry = _method_relevance(method, seed_runs, out["notes"])
+    if entry is None:
+      out["without_weights"].append(method)
+    else:
+      out["methods"][method] = entry
+  return out
+
+
+def _shown(rows: list, max_rows: int | None) -> list:
+  """`rows`, or their first and last max_rows // 2 around a None gap."""
+  if max_rows is None or len(rows) <= max_rows:
+    return rows
+  half = max(1, max_rows // 2)
+  return rows[:half] + [None] + rows[-half:]
+
+
+def _cell(text: str) -> str:
+  """`text` as one markdown table cell."""
+  return str(text).replace("|", "\\|")
+
+
+def relevance_table(entry: dict[str, Any], max_rows: int | None = None) -> str:
+  """The ranked table of one method's `source_relevance` entry.
+
+  Args:
+    entry: `source_relevance(...)['methods'][method]`.
+    max_rows: show only the top and bottom max_rows // 2 classes when there
+      are more than max_rows; None: every class.
+
+  Returns:
+    Markdown table.
+  """
+  many = len(entry["seeds"]) > 1
+  rel = entry["has_relevance"]
+  if many:
+    head = ["rank", "source class", "weight mean ± std", "min", "max",
+            "rank per seed", "above median"]
+  else:
+    head = ["rank", "source class", "weight"]
+  head += ["relevant"] if rel else []
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  num_seeds = len(entry["seeds"])
+  for c in _shown(entry["classes"], max_rows):
+    if c is None:
+      hidden = len(entry["classes"]) - 2 * max(1, max_rows // 2)
+      lines.append(f"| … | ({hidden} classes not shown) |"
+                   + " |" * (len(head) - 2))
+      continue
+    if many:
+      cells = [str(c["rank"]), _cell(c["name"]),
+               f"{c['mean']:.3f} ± {c['std']:.3f}", f"{c['min']:.3f}",
+               f"{c['max']:.3f}", ", ".join(map(str, c["seed_ranks"])),
+               f"{c['above_median']}/{num_seeds}"]
+    else:
+      cells = [str(c["rank"]), _cell(c["name"]), f"{c['mean']:.3f}"]
+    cells += [str(c["relevant"])] if rel else []
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def relevance_markdown(relevance: dict[str, Any],
+                       max_rows: int | None = None) -> str:
+  """The '## Source relevance' section: per method, its ranked table.
+
+  Args:
+    relevance: what `source_relevance` returns.
+    max_rows: per table, as `relevance_table`.
+
+  Returns:
+    Markdown text ('' when no method has class weights).
+  """
+  entries = relevance["methods"]
+  if not entries:
+    return ""
+  most = max(len(e["seeds"]) for e in entries.values())
+  lines = [
+      "## Source relevance", "",
+      "Source classes ranked by the weight their examples get in the source "
+      "loss, mean over seeds. Learned weights: the policy, whichever "
+      "estimator trained it, weights up the classes whose examples it "
+      "judged to help the target task on the target validation split, so "
+      "the top classes are the ones that helped and the bottom ones did "
+      "not. DATL's weights are fixed before training (how target-like the "
+      "class looks), not learned. Weights compare within a method, not "
+      "between methods.",
+  ]
+  if most > 1:
+    lines += [
+        "",
+        "Columns: mean ± sample std over seeds, min and max over seeds; "
+        "rank per seed: the class's rank in each seed, seeds in order "
+        "(1 = largest weight, ties share the best rank); above median: in "
+        "how many seeds the class's weight is above that seed's median "
+        f"weight, i.e. in the top half of the classes ({most}/{most}: every "
+        f"seed agrees that it helped, 0/{most}: no seed does). Rank "
+        "agreement: the mean Spearman rank correlation of the class weights "
+        "over all pairs of seeds (1: every seed ranks the classes alike, 0: "
+        "no agreement).",
+    ]
+  if any(e["has_relevance"] for e in entries.values()):
+    lines += ["", "relevant: the known answer of this benchmark "
+              "(config.source_class_relevance): 1 a relevant source class, "
+              "0 an irrelevant one."]
+  for method, e in entries.items():
+    n = len(e["seeds"])
+    lines += ["", f"### {method}: {WEIGHT_KINDS[e['kind']]}", ""]
+    seeds = ", ".join(map(str, e["seeds"]))
+    facts = [f"{n} seed{'s' if n > 1 else ''} ({seeds})"]
+    if e["spearman"] is not None:
+      facts.append(f"rank agreement across seeds (mean pairwise Spearman) "
+                   f"{e['spearman']:.2f}")
+    lines += ["; ".join(facts) + ".", ""]
+    if max_rows is not None and len(e["classes"]) > max_rows:
+      lines += [f"Top and bottom {max(1, max_rows // 2)} of "
+                f"{len(e['classes'])} classes.", ""]
+    lines.append(relevance_table(e, max_rows).rstrip("\n"))
+  if relevance["without_weights"]:
+    lines += ["", "No source class weights (not shown): "
+              + ", ".join(relevance["without_weights"]) + "."]
+  if relevance["notes"]:
+    lines += ["", *[f"- {n}" for n in relevance["notes"]]]
+  return "\n".join(lines) + "\n"
+
+
 def protocol(
     config: ml_collections.ConfigDict,
     results: list[dict[str, Any]],
@@ -213,6 +497,11 @@ def protocol(
       out["pretrain"]["source_test_accuracy"] = pre["source_test_accuracy"]
       out["pretrain"]["source_test_examples"] = pre.get("source_test_examples")
   return out
+
+
+# Classes per table in summary.md; relevance.md (experiments.relevance)
+# holds every class.
+SUMMARY_MAX_ROWS = 20
 
 
 def _pct(x: float | None) -> str:
@@ -305,6 +594,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     lines += [f"| {name} | {w:.4f} |" for name, w in shown]
   if summary["notes"]:
     lines += ["", "## Notes", "", *[f"- {n}" for n in summary["notes"]]]
+  section = relevance_markdown(summary.get("source_relevance") or
+                               {"methods": {}}, max_rows=SUMMARY_MAX_ROWS)
+  if section:
+    lines += ["", section.rstrip("\n")]
   return "\n".join(lines) + "\n"
 
 

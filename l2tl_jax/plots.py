@@ -433,3 +433,75 @@ def plot_study_weights(summary: dict[str, Any], path: str) -> str | None:
   ax.grid(axis="y", alpha=0.3)
   ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
   return save_figure(fig, path)
+
+
+def plot_source_relevance(relevance: dict[str, Any], path: str,
+                          max_classes: int = 40) -> str | None:
+  """Source classes sorted by mean weight, one panel per method.
+
+  Horizontal bars are the mean weight over seeds, largest at the top; dots
+  are the seeds. Where the benchmark knows which classes are relevant, bars
+  of relevant classes are green and the others grey.
+
+  Args:
+    relevance: {'methods': {name: {'kind', 'seeds', 'spearman',
+      'has_relevance', 'classes': [{'name', 'mean',
+      'per_seed', 'relevant'}, ...] sorted}}} (what
+      experiments.report.source_relevance returns).
+    path: PNG destination.
+    max_classes: with more classes, a panel shows the top and bottom
+      max_classes // 2.
+
+  Returns:
+    `path`, or None when no method has class weights.
+  """
+  entries = relevance["methods"]
+  if not entries:
+    return None
+  shown = {}
+  for name, e in entries.items():
+    classes = e["classes"]
+    if len(classes) > max_classes:
+      half = max_classes // 2
+      classes = classes[:half] + classes[-half:]
+    shown[name] = classes
+  rows = max(len(c) for c in shown.values())
+  fig = _new_figure(4.5 * len(entries) + 1.5,
+                    min(max(3.0, 0.28 * rows + 1.5), 16.0))
+  axes = fig.subplots(1, len(entries), squeeze=False)[0]
+  for ax, (name, e) in zip(axes, entries.items()):
+    classes = shown[name]
+    y = np.arange(len(classes))
+    means = np.asarray([c["mean"] for c in classes], np.float64)
+    if e.get("has_relevance"):
+      colors = ["tab:green" if c["relevant"] else "tab:gray" for c in classes]
+    else:
+      colors = ["tab:blue"] * len(classes)
+    ax.barh(y, means, color=colors, alpha=0.7)
+    for i, c in enumerate(classes):
+      ax.plot(c["per_seed"], [i] * len(c["per_seed"]), "o", color="black",
+              markersize=3, alpha=0.7, label="per seed" if i == 0 else None)
+    if e.get("has_relevance"):
+      ax.barh([0], [0], color="tab:green", alpha=0.7, label="relevant")
+      ax.barh([0], [0], color="tab:gray", alpha=0.7, label="irrelevant")
+    hidden = len(e["classes"]) - len(classes)
+    if hidden:
+      ax.axhline(len(classes) / 2 - 0.5, color="gray", linestyle=":")
+      ax.text(0.98, len(classes) / 2 - 0.5, f"{hidden} classes not shown",
+              transform=ax.get_yaxis_transform(), ha="right", va="center",
+              fontsize=8, backgroundcolor="white")
+    ax.set_yticks(y)
+    ax.set_yticklabels([c["name"] for c in classes],
+                       fontsize=8 if len(classes) > 20 else 10)
+    ax.set_ylim(len(classes) - 0.5, -0.5)
+    n = len(e["seeds"])
+    kind = "learned" if e["kind"] == "learned" else "fixed, DATL"
+    title = f"{name}: source classes by weight ({kind}, {n} seed"
+    title += "s)" if n > 1 else ")"
+    if e.get("spearman") is not None:
+      title += f"\nrank correlation across seeds {e['spearman']:.2f}"
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("class weight (bar: mean over seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+  return save_figure(fig, path)
