@@ -100,8 +100,17 @@ START_WEIGHT = 0.495
 
 VARIANTS: dict[str, Variant] = {
     "finetune": Variant("finetune", about="fine-tuning on the target only"),
+    # 'mean' normalisation: with every weight 1 it is the same loss as the
+    # reference's (measured: identical numbers), stated so that the oracle
+    # rows below differ from it in their weights only.
     "joint_uniform": Variant(
-        "joint_uniform", about="joint training, every source class weight 1"),
+        "joint_uniform", {"l2tl.src_normalization": "mean"},
+        about="joint training, every source class weight 1"),
+    "datl": Variant(
+        "datl", about="joint training with DATL's fixed class weights "
+        "P_t(c) / P_s(c) (the pre-trained source classifier's mean "
+        "prediction on the target train images over the source class "
+        "frequency), scaled to a maximum of 1"),
     "reinforce_reference": Variant(
         "l2tl", REFERENCE, about="the reference: accuracy reward on 32 "
         "validation images, EMA baseline, mean log-prob, policy Adam 0.01"),
@@ -148,8 +157,14 @@ DEFAULT_VARIANTS = tuple(v for v in VARIANTS if "window4" not in v
                          and not v.startswith("meta_gradient_lr0.01_")
                          and v != "meta_gradient_first")
 # Rows of benchmarks with a known answer (config.source_class_relevance).
-ORACLE_VARIANTS = ("oracle", "anti_oracle", "uniform_at_start",
+ORACLE_VARIANTS = ("oracle", "oracle_up", "anti_oracle", "uniform_at_start",
                    "oracle_at_start")
+# The oracle the gap-closed column measures against, the first one present.
+GAP_ORACLES = ("oracle_up", "oracle")
+# The fixed-weight oracles keep every example's weight as given: the
+# reference's normalisation divides the kept loss by the number of non-zero
+# kept weights, which multiplies the few kept relevant examples by up to B.
+MEAN = {"l2tl.src_normalization": "mean"}
 
 
 def known_answer_variants(relevance) -> dict[str, Variant]:
@@ -160,8 +175,13 @@ def known_answer_variants(relevance) -> dict[str, Variant]:
 
   Returns:
     'oracle' (weight 1 on the relevant classes, 0 elsewhere; alpha 1),
-    'anti_oracle' (the reverse), and both at the policy's starting scale
-    ('uniform_at_start', 'oracle_at_start': weights and alpha 0.495), so that
+    'oracle_up' (the upweighted oracle: C / #relevant on the relevant
+    classes, 0 elsewhere, so the weights average 1 over the C classes as
+    joint_uniform's do; alpha 1), 'anti_oracle' (1 on the irrelevant
+    classes, 0 elsewhere), all three under 'mean' normalisation (the loss
+    is sum_kept w_i CE_i / B), and the reference-mode rows at the policy's
+    starting scale ('uniform_at_start', 'oracle_at_start': weights and alpha
+    0.495, the reference's normalisation as the policy it mirrors), so that
     selection and the amount of source weight can be told apart.
   """
   rel = tuple(float(r) for r in relevance)
@@ -170,14 +190,21 @@ def known_answer_variants(relevance) -> dict[str, Variant]:
         "config.source_class_relevance must hold a 0 or 1 per source class, "
         f"with both present; got {tuple(relevance)}.")
   anti = tuple(1.0 - r for r in rel)
+  up = len(rel) / sum(rel)
   start = {"l2tl.fixed_alpha": START_WEIGHT}
   return {
       "oracle": Variant(
-          "joint_fixed", {"l2tl.fixed_class_weights": rel},
+          "joint_fixed", {"l2tl.fixed_class_weights": rel, **MEAN},
           about="joint training on the relevant source classes only "
           "(fixed weight 1, others 0)"),
+      "oracle_up": Variant(
+          "joint_fixed", {"l2tl.fixed_class_weights": tuple(
+              up * r for r in rel), **MEAN},
+          about=f"joint training on the relevant source classes only, "
+          f"upweighted (fixed weight C / #relevant = {up:.4g}, others 0: "
+          f"mean 1 over classes)"),
       "anti_oracle": Variant(
-          "joint_fixed", {"l2tl.fixed_class_weights": anti},
+          "joint_fixed", {"l2tl.fixed_class_weights": anti, **MEAN},
           about="joint training on the irrelevant source classes only"),
       "uniform_at_start": Variant(
           "joint_fixed", {"l2tl.fixed_class_weights": (START_WEIGHT,) * len(rel),
@@ -354,7 +381,8 @@ def summarize_variant(
     row["val_selected_val_mean"] = float(
         np.mean([s["val_accuracy"] for s in selected]))
   policies = [r.get("policy") or {} for r in results]
-  tables = [p.get("expected_class_weights") for p in policies]
+  tables = [p.get("expected_class_weights") or r.get("datl_class_weights")
+            for p, r in zip(policies, results)]
   if tables and all(tables):
     names = list(results[0]["src_class_names"])
     w = np.asarray([[t[n] for n in names] for t in tables], np.float64)
@@ -377,10 +405,12 @@ def score_against_truth(rows: dict[str, dict[str, Any]],
 
   Per row with learned class weights: 'auc' (per seed, mean, std, min) of
   the expected class weights against `relevance`. Per row, when the study
-  has 'joint_uniform' and 'oracle': 'oracle_gap' = oracle - joint_uniform
-  and 'oracle_gap_closed' = (row - joint_uniform) / (oracle - joint_uniform)
-  on mean last-step test accuracy (1: as good as the oracle, 0: as uniform,
-  < 0: worse; None when the oracle is not above uniform).
+  has 'joint_uniform' and an oracle ('oracle_up' where present, else
+  'oracle'; `GAP_ORACLES`): 'gap_oracle' = its name, 'oracle_gap' =
+  oracle - joint_uniform and 'oracle_gap_closed' = (row - joint_uniform) /
+  (oracle - joint_uniform) on mean last-step test accuracy (1: as good as
+  the oracle, 0: as uniform, < 0: worse; None when the oracle is not above
+  uniform).
   """
   for row in rows.values():
     weights = row.get("class_weights")
@@ -395,10 +425,12 @@ def score_against_truth(rows: dict[str, dict[str, Any]],
     mean, std = report.stats(aucs)
     row["auc"] = {"per_seed": aucs, "mean": mean, "std": std,
                   "min": float(min(aucs))}
-  if "joint_uniform" in rows and "oracle" in rows:
+  oracle = next((name for name in GAP_ORACLES if name in rows), None)
+  if "joint_uniform" in rows and oracle is not None:
     uniform = rows["joint_uniform"]["test_mean"]
-    gap = rows["oracle"]["test_mean"] - uniform
+    gap = rows[oracle]["test_mean"] - uniform
     for row in rows.values():
+      row["gap_oracle"] = oracle
       row["oracle_gap"] = gap
       # No gap to close when the oracle is not above uniform.
       row["oracle_gap_closed"] = ((row["test_mean"] - uniform) / gap
@@ -519,7 +551,10 @@ def study_table(summary: dict[str, Any]) -> str:
   """Markdown: one line per variant, accuracies in %."""
   truth = any("auc" in r or "oracle_gap_closed" in r
               for r in summary["variants"].values())
-  extra_head = " AUC (min) | oracle gap closed | alpha |" if truth else ""
+  oracle = next((r["gap_oracle"] for r in summary["variants"].values()
+                 if "gap_oracle" in r), "oracle")
+  extra_head = (f" AUC (min) | gap closed (to {oracle}) | alpha |"
+                if truth else "")
   lines = [
       "| variant | test acc | test acc (val-selected) | val acc | "
       "weight rank corr. | step time / finetune |" + extra_head,
@@ -574,7 +609,8 @@ def study_markdown(summary: dict[str, Any]) -> str:
       "the learned expected class weights. Step time: outer step over "
       f"fine-tuning step, synthetic batches on {summary['device']}.", "",
       study_table(summary),
-      "## Learned expected class weights (mean ± std over seeds)", "",
+      "## Class weights: the policies' expected ones and DATL's estimate "
+      "(mean ± std over seeds)", "",
       weights_table(summary),
       "## Variants", "",
   ]

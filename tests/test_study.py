@@ -106,14 +106,31 @@ def test_known_answer_rows():
   weights = {n: v.overrides["l2tl.fixed_class_weights"]
              for n, v in variants.items()}
   assert weights["oracle"] == (1.0, 0.0, 1.0)
+  # C / #relevant = 3 / 2 on the relevant classes: mean 1 over the classes.
+  assert weights["oracle_up"] == (1.5, 0.0, 1.5)
   assert weights["anti_oracle"] == (0.0, 1.0, 0.0)
   assert weights["uniform_at_start"] == (0.495,) * 3
   assert weights["oracle_at_start"] == (0.495, 0.0, 0.495)
   assert variants["oracle_at_start"].overrides["l2tl.fixed_alpha"] == 0.495
   assert all(v.method == "joint_fixed" for v in variants.values())
+  # The oracles keep their weights as given ('mean'); the rows at the
+  # policy's start keep the reference mode's normalisation.
+  for name in ("oracle", "oracle_up", "anti_oracle"):
+    assert variants[name].overrides["l2tl.src_normalization"] == "mean"
+  for name in ("uniform_at_start", "oracle_at_start"):
+    assert "l2tl.src_normalization" not in variants[name].overrides
+  # One relevant class of four: weight 4.
+  assert study.known_answer_variants((0, 1, 0, 0))["oracle_up"].overrides[
+      "l2tl.fixed_class_weights"] == (0.0, 4.0, 0.0, 0.0)
   config = study.variant_config(fashion_tops.get_config(), variants["oracle"],
                                 seed=0, pretrain_dir="/tmp/p")
   assert tuple(config.l2tl.fixed_class_weights) == (1.0, 0.0, 1.0)
+  assert config.l2tl.src_normalization == "mean"
+  assert config.l2tl.fixed_alpha == 1.0
+  uniform = study.variant_config(fashion_tops.get_config(),
+                                 study.VARIANTS["joint_uniform"], seed=0,
+                                 pretrain_dir="/tmp/p")
+  assert uniform.l2tl.src_normalization == "mean"
   for bad in ((1, 1), (0.5, 1, 0), ()):
     with pytest.raises(ValueError, match="source_class_relevance"):
       study.known_answer_variants(bad)
@@ -122,8 +139,30 @@ def test_known_answer_rows():
     study.check_variants(["oracle"], 1, study.study_variants(
         fashion_tops.get_config()))
   from experiments.configs import corrupted
-  study.check_variants(["oracle"], 1,
+  study.check_variants(["oracle", "oracle_up", "datl"], 1,
                        study.study_variants(corrupted.get_config()))
+  # DATL is a baseline of every study, run by default.
+  assert study.VARIANTS["datl"].method == "datl"
+  assert "datl" in study.DEFAULT_VARIANTS
+  study.check_variants(["datl"], 1, study.study_variants(
+      fashion_tops.get_config()))
+
+
+def test_datl_weights_are_scored_as_class_weights():
+  def result(test, weights):
+    return {"test_accuracy": test, "val_accuracy": 0.5, "train_time_s": 1.0,
+            "src_class_names": ["a", "b", "c"],
+            "datl_class_weights": dict(zip("abc", weights))}
+  row = study.summarize_variant("datl", study.VARIANTS["datl"], [
+      (0, "/r/0", result(0.6, [1.0, 0.2, 0.5])),
+      (1, "/r/1", result(0.7, [0.4, 0.3, 1.0]))])
+  assert row["class_weights"]["per_seed"] == [[1.0, 0.2, 0.5],
+                                              [0.4, 0.3, 1.0]]
+  assert row["class_weights"]["mean"] == pytest.approx([0.7, 0.25, 0.75])
+  assert "alpha_mean" not in row  # DATL's alpha is fixed.
+  study.score_against_truth({"datl": row}, (1, 0, 1))
+  # Both seeds rank a and c above b.
+  assert row["auc"]["per_seed"] == [1.0, 1.0]
 
 
 def test_scores_against_the_known_answer_by_hand():
@@ -143,8 +182,23 @@ def test_scores_against_the_known_answer_by_hand():
   assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
   assert rows["joint_uniform"]["oracle_gap_closed"] == 0.0
   assert rows["l2tl"]["oracle_gap"] == pytest.approx(0.04)
+  assert rows["l2tl"]["gap_oracle"] == "oracle"
+  # With the upweighted oracle present, the gap is to it: 0.68 - 0.60 =
+  # 0.08; l2tl closes 0.01 / 0.08, the plain oracle 0.04 / 0.08.
+  rows = {"joint_uniform": row(0.60), "oracle": row(0.64),
+          "oracle_up": row(0.68), "l2tl": row(0.61)}
+  study.score_against_truth(rows, (1, 0, 1))
+  assert rows["l2tl"]["gap_oracle"] == "oracle_up"
+  assert rows["l2tl"]["oracle_gap"] == pytest.approx(0.08)
+  assert rows["l2tl"]["oracle_gap_closed"] == pytest.approx(0.125)
+  assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(0.5)
+  assert rows["oracle_up"]["oracle_gap_closed"] == pytest.approx(1.0)
   # An oracle below uniform leaves no gap to close.
   flat = {"joint_uniform": row(0.60), "oracle": row(0.59)}
+  study.score_against_truth(flat, (1, 0, 1))
+  assert flat["oracle"]["oracle_gap_closed"] is None
+  flat = {"joint_uniform": row(0.60), "oracle": row(0.64),
+          "oracle_up": row(0.60)}
   study.score_against_truth(flat, (1, 0, 1))
   assert flat["oracle"]["oracle_gap_closed"] is None
   with pytest.raises(ValueError, match="has 2 entries, the source has 3"):
@@ -162,7 +216,8 @@ def test_run_study_end_to_end(tmp_path):
   # A made-up known answer: the first five source digits count.
   config.source_class_relevance = (1,) * 5 + (0,) * 5
   names = ["finetune", "reinforce_paired_loo4", "meta_gradient",
-           "reinforce_paired_window4", "joint_uniform", "oracle"]
+           "reinforce_paired_window4", "joint_uniform", "oracle", "datl",
+           "oracle_up"]
   workdir = str(tmp_path / "study")
   summary = study.run_study(config, workdir, seeds=2, variants=names,
                             bench_steps=2)
@@ -197,15 +252,26 @@ def test_run_study_end_to_end(tmp_path):
   oracle = json.load(open(os.path.join(rows["oracle"]["run_dirs"][0],
                                        "config.json")))
   assert oracle["l2tl"]["fixed_class_weights"] == [1.0] * 5 + [0.0] * 5
-  for name in names[1:4]:
+  assert oracle["l2tl"]["src_normalization"] == "mean"
+  up = json.load(open(os.path.join(rows["oracle_up"]["run_dirs"][0],
+                                   "config.json")))
+  assert up["l2tl"]["fixed_class_weights"] == [2.0] * 5 + [0.0] * 5
+  for name in names[1:4] + ["datl"]:
     auc = rows[name]["auc"]
     assert auc["per_seed"] == [
         study.ranking_auc(w, config.source_class_relevance)
         for w in rows[name]["class_weights"]["per_seed"]]
-  gap = rows["oracle"]["test_mean"] - rows["joint_uniform"]["test_mean"]
+  # DATL's weights are its estimate, scaled to a maximum of 1.
+  datl = json.load(open(os.path.join(rows["datl"]["run_dirs"][0],
+                                     "results.json")))
+  assert rows["datl"]["class_weights"]["per_seed"][0] == [
+      datl["datl_class_weights"][n] for n in datl["src_class_names"]]
+  assert max(rows["datl"]["class_weights"]["per_seed"][0]) == 1.0
+  assert rows["datl"]["gap_oracle"] == "oracle_up"
+  gap = rows["oracle_up"]["test_mean"] - rows["joint_uniform"]["test_mean"]
   if gap > 0:
-    assert rows["oracle"]["oracle_gap_closed"] == pytest.approx(1.0)
+    assert rows["oracle_up"]["oracle_gap_closed"] == pytest.approx(1.0)
   markdown = open(os.path.join(workdir, "study.md")).read()
-  assert "oracle gap closed" in markdown
+  assert "gap closed (to oracle_up)" in markdown
   for name in names:
     assert f"| {name} |" in markdown
