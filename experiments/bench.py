@@ -19,7 +19,9 @@ and the same ratio from XLA's own FLOP count of the compiled steps.
 It then tabulates, for source pre-training (`build.source_stage` with the
 default config.pretrain: batch 128, 10 classes), the fine-tuning step and the
 L2TL estimators (reinforce, reinforce with 4 leave-one-out samples,
-meta_gradient): steps/s, XLA's FLOPs per step
+meta_gradient, and the alignment estimators: alignment_ema scoring the last
+two encoder layers, the whole encoder, or every 4th step; alignment_reinforce;
+l2rw, each also as a ratio to the REINFORCE step): steps/s, XLA's FLOPs per step
 (`compiled.cost_analysis()['flops']`), the achieved GFLOP/s, and its share of
 the device's float32 matmul rate measured in the same run (a jitted
 2048^3 matmul, best of 5): the peak a step could approach. The slow rows
@@ -107,7 +109,22 @@ STEP_KINDS = (
              "l2tl", (("num_samples", 4),), slow=True),
     StepKind("l2tl meta_gradient", L2TL_BATCHES, "l2tl",
              (("estimator", "meta_gradient"),), slow=True),
-)
+) + tuple(
+    StepKind(f"l2tl {name}", L2TL_BATCHES, "l2tl", (
+        ("estimator", estimator), ("fixed_alpha", 1.0),
+        ("src_normalization", "mean"), *extra))
+    for name, estimator, extra in (
+        ("alignment_ema (last 2 layers)", "alignment_ema", ()),
+        ("alignment_ema (exact)", "alignment_ema", (("score_layers", 0),)),
+        ("alignment_ema (last 2 layers, every 4th step)", "alignment_ema",
+         (("score_every", 4),)),
+        ("alignment_reinforce", "alignment_reinforce",
+         (("class_weight_scale", 50.0),)),
+        ("l2rw", "l2rw", ()),
+    ))
+# The alignment rows, compared with the REINFORCE step in the same run.
+ALIGNMENT_KINDS = tuple(k.name for k in STEP_KINDS
+                        if dict(k.options).get("fixed_alpha") == 1.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,11 +225,14 @@ def setup(kind: str, *, encoder: str,
     batch = _batch(rs, TGT_BATCH, NUM_TGT)
   else:
     opts = steps.L2TLOptions(**options)
+    policy_parts = {}
+    if estimators.select(opts).learns:
+      policy_parts = dict(
+          policy_tx=optim.adam(0.01),
+          policy_params=policy.init_policy_params(
+              num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100))
     make = lambda: build.joint_parts(
-        options=opts, tx=optim.momentum_sgd(0.005), policy_tx=optim.adam(0.01),
-        policy_params=policy.init_policy_params(
-            num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100),
-        **fresh())
+        options=opts, tx=optim.momentum_sgd(0.005), **policy_parts, **fresh())
     n = opts.inner_steps
     batch = {
         "src": _batch(rs, n * SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
@@ -299,6 +319,11 @@ def main(argv):
   meta_time, meta_flops = cost_ratio(costs, "l2tl meta_gradient")
   print(f"meta_gradient/finetune: measured step-time ratio {meta_time:.2f}, "
         f"XLA flop ratio {meta_flops:.2f}")
+  print("\nstep time / REINFORCE step time (/ fine-tuning step time):")
+  for name in ALIGNMENT_KINDS:
+    vs_reinforce, _ = cost_ratio(costs, name, "l2tl reinforce")
+    vs_finetune, _ = cost_ratio(costs, name)
+    print(f"  {name}: {vs_reinforce:.2f} ({vs_finetune:.2f})")
   if not _WINDOWS.value:
     return
   print("\nouter-step time / finetune step time (per model step):")

@@ -114,12 +114,18 @@ def l2tl_options(
     method: methods_lib.Method,
     fixed_class_weights: tuple[float, ...] | None = None,
 ) -> steps.L2TLOptions:
-  """The L2TL step's options of a joint method (config resolved)."""
+  """The L2TL step's options of a joint method (config resolved).
+
+  Alpha is learned when the method learns it and the configured estimator
+  can (the alignment estimators learn class weights only).
+  """
+  estimator = estimators.ESTIMATORS.get(config.l2tl.get("estimator"))
+  learns_alpha = method.learns_alpha and (estimator is None
+                                          or estimator.learns_alpha)
   return steps.L2TLOptions.from_config(
       config.l2tl,
       fixed_class_weights=fixed_class_weights,
-      fixed_alpha=None if method.learns_alpha else float(
-          config.l2tl.fixed_alpha),
+      fixed_alpha=None if learns_alpha else float(config.l2tl.fixed_alpha),
       weight_decay=config.train.weight_decay,
       decay_set=decay_set(config, method),
       bn_mode=config.model.get("bn_mode", "joint"),
@@ -157,7 +163,8 @@ def joint_parts(
   state = train_state.create(
       params=params, model_state=model_state, tx=tx, rng=rng,
       policy_params=policy_params, policy_tx=policy_tx,
-      estimator_state=steps.init_estimator_state(options))
+      estimator_state=steps.init_estimator_state(options,
+                                                 model.num_src_classes))
   step = steps.make_l2tl_step(model=model, tx=tx, policy_tx=policy_tx,
                               options=options, parallelism=par)
   return par.put_replicated(state), step
@@ -286,7 +293,7 @@ def target_stage(
         bn_mode=config.model.get("bn_mode", "joint"))
     return Parts(model, tx, None, None, state, step, eval_step)
   p_tx = p_params = None
-  if method.has_policy:
+  if method.has_policy and estimators.select(options).learns:
     p_tx = policy_tx(config)
     p_params = policy_lib.init_policy_params(
         num_src_classes=model.num_src_classes,

@@ -17,6 +17,20 @@ picks the entry with `select` when the step is built:
   meta_gradient  no sampling: the model trains with the policy's expected
                  weights and the policy descends the exact gradient of the
                  validation loss after the rollout (learning to reweight).
+  alignment_ema  no policy: class weights from a per-class EMA of Learning to
+                 Reweight's per-example weights (the positive part of the
+                 alignment of each source example's gradient with the
+                 validation gradient), mean 1 over classes, uniform for a
+                 warm-up (exactly uniform joint training until then).
+  alignment_reinforce
+                 the paper's policy (per-class categoricals) trained by
+                 REINFORCE with one reward per class every step, from the same
+                 alignment weights (as Differentiable Data Selection).
+  l2rw           Learning to Reweight (Ren et al. 2018): fresh per-example
+                 weights max(0, s_i) / mean max(0, s) every step.
+
+The three alignment estimators learn class weights only; alpha stays at
+config.l2tl.fixed_alpha.
 
 Adding an estimator: write its `update` (and `init` if it keeps state) from
 the pieces in `l2tl_jax.outer`, and add an entry here.
@@ -47,7 +61,8 @@ class BaselineState:
   den: jax.Array
 
 
-def init_baseline() -> BaselineState:
+def init_baseline(num_classes: int = 0) -> BaselineState:
+  del num_classes  # One scalar baseline.
   return BaselineState(num=jnp.zeros((), jnp.float32),
                        den=jnp.zeros((), jnp.float32))
 
@@ -367,8 +382,232 @@ def meta_gradient_update(state, data: OuterData, spec: Spec) -> Outcome:
                  state.estimator_state, metrics, after.loss)
 
 
-def _no_state() -> tuple[()]:
+def _no_state(num_classes: int = 0) -> tuple[()]:
+  del num_classes
   return ()
+
+
+@flax.struct.dataclass
+class AlignmentState:
+  """Per-class EMA of the alignment weights (`alignment_update`).
+
+  Attributes:
+    num: [C] EMA of the per-step sum of the weights w_i of class c.
+    den: [C] EMA of the per-step count of class c's examples; num / den is
+      the class's mean weight, bias-corrected (the ratio of two EMAs started
+      at 0 needs no other correction).
+    count: int32, scored steps so far.
+    weights: [C] the class weights of the last step (what reports show).
+    baseline: REINFORCE's EMA baseline (`alignment_reinforce`; unused by
+      the others).
+  """
+
+  num: jax.Array
+  den: jax.Array
+  count: jax.Array
+  weights: jax.Array
+  baseline: BaselineState
+
+
+def init_alignment(num_classes: int = 0) -> AlignmentState:
+  """Zero EMAs, class weights 1."""
+  # Distinct buffers: the state is donated to the compiled step.
+  zeros = lambda: jnp.zeros((num_classes,), jnp.float32)
+  return AlignmentState(num=zeros(), den=zeros(),
+                        count=jnp.zeros((), jnp.int32),
+                        weights=jnp.ones((num_classes,), jnp.float32),
+                        baseline=init_baseline())
+
+
+def alignment_class_means(num: jax.Array, den: jax.Array) -> jax.Array:
+  """num / den per class, 0 where a class was never seen (den = 0)."""
+  return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
+
+
+def mean_one(values: jax.Array) -> jax.Array:
+  """C * v / sum(v): class weights of mean 1; all 1 when the sum is 0."""
+  total = jnp.sum(values)
+  return jnp.where(total > 0, values.shape[0] * values /
+                   jnp.where(total > 0, total, 1.0), 1.0)
+
+
+def _alignment_signal(state, data: OuterData, spec: Spec):
+  """(per-example weights w [N*M*B_local], labels) at the state's params.
+
+  Scores every source example of the outer step (all N inner slices) before
+  any selection, against the validation batch, at the parameters before the
+  model update.
+  """
+  problem, opts = spec.problem, spec.options
+  src = jax.tree.map(lambda x: x.reshape((-1, *x.shape[2:])), data.src)
+  scores = outer.alignment_scores(
+      state.params, state.model_state, src, data.val, problem=problem,
+      layers=opts.score_layers)
+  return (outer.positive_weights(scores, problem.axis_name), src["label"],
+          scores)
+
+
+def _ema_step(est: AlignmentState, weights, labels, spec: Spec):
+  """The EMAs after one scored step: (num, den)."""
+  m = spec.options.alignment_momentum
+  sums, counts = outer.class_sums(weights, labels, est.num.shape[0],
+                                  spec.problem.axis_name)
+  return m * est.num + (1 - m) * sums, m * est.den + (1 - m) * counts
+
+
+def _score_now(state, spec: Spec) -> jax.Array:
+  every = spec.options.score_every
+  return (state.step % every == 0) if every > 1 else jnp.array(True)
+
+
+def alignment_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """Class weights from the per-class EMA of the alignment weights.
+
+  Per outer step: w_i = max(0, s_i) / mean max(0, s) over the global source
+  batch (`outer.positive_weights`); per class, EMAs (momentum
+  config.l2tl.alignment_momentum) of the sum of w_i and of the count; class
+  weights lambda = 1 during the first config.l2tl.warmup_steps outer steps,
+  then C * A / sum(A) with A_c = num_c / den_c (mean 1 over classes). The
+  model step is the fixed-weight step with lambda (alpha fixed): with all
+  lambda 1 it is uniform joint training's step exactly. With score_every
+  = k > 1 only every k-th step scores (the others keep the EMAs and weights).
+  """
+  est = state.estimator_state
+  opts = spec.options
+
+  def scored(est):
+    weights, labels, scores = _alignment_signal(state, data, spec)
+    num, den = _ema_step(est, weights, labels, spec)
+    return est.replace(num=num, den=den, count=est.count + 1), jnp.mean(
+        scores)
+
+  def skipped(est):
+    return est, jnp.zeros((), jnp.float32)
+
+  est, mean_score = jax.lax.cond(_score_now(state, spec), scored, skipped,
+                                 est)
+  learned = mean_one(alignment_class_means(est.num, est.den))
+  class_w = jnp.where(state.step >= opts.warmup_steps, learned,
+                      jnp.ones_like(learned))
+  est = est.replace(weights=class_w)
+  alpha = _fixed_alpha(spec)
+  carry, metrics = _rollout(state, data, spec, class_w, alpha)
+  after = _val(carry, data, spec)
+  metrics.update({
+      "val/accuracy": after.accuracy,
+      "val/loss": after.loss,
+      "policy/alpha": alpha,
+      "policy/mean_class_weight": jnp.mean(class_w),
+      "policy/max_class_weight": jnp.max(class_w),
+      "policy/mean_alignment": mean_score,
+  })
+  return Outcome(carry, state.policy_params, state.policy_opt_state, est,
+                 metrics, after.loss)
+
+
+def per_class_advantages(class_means: jax.Array, present: jax.Array,
+                         weights: jax.Array,
+                         expected: jax.Array) -> jax.Array:
+  """REINFORCE advantages of the per-class actions (`alignment_reinforce`).
+
+  Class c's reward is its chosen weight times its centred alignment,
+  R_c = lambda_c * (r_c - r_bar), with r_c the mean alignment weight of its
+  examples this step and r_bar the mean of r over the classes present: the
+  first-order share of the validation improvement that class c's weight
+  buys, relative to an average class. Its baseline E[lambda_c] * (r_c -
+  r_bar) does not depend on the action, so the advantage is (lambda_c -
+  E[lambda_c]) * (r_c - r_bar); 0 for classes absent from the batch.
+
+  Args:
+    class_means: [C] r_c (0 where absent).
+    present: [C] bool, the class has examples this step.
+    weights: [C] the sampled lambda_c.
+    expected: [C] E[lambda_c] under the policy.
+  """
+  n = jnp.maximum(jnp.sum(present), 1)
+  r_bar = jnp.sum(jnp.where(present, class_means, 0.0)) / n
+  return jnp.where(present, (weights - expected) * (class_means - r_bar), 0.0)
+
+
+def alignment_reinforce_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """The paper's per-class categoricals, REINFORCE with per-class rewards.
+
+  Actions and the model rollout are the reference's (sampled class levels,
+  lambda_c = a_c / class_weight_scale, alpha fixed); the policy's loss is
+  -sum_c advantage_c log pi(a_c) with the advantages of
+  `per_class_advantages`, from the alignment weights of this step's source
+  examples (scored before the model update). The per-class EMA is kept for
+  the reports.
+  """
+  opts = spec.options
+  est = state.estimator_state
+  actions = _sample(state, opts, None)
+  class_w, alpha = _action_weights(actions, spec)
+  weights, labels, scores = _alignment_signal(state, data, spec)
+  sums, counts = outer.class_sums(weights, labels, est.num.shape[0],
+                                  spec.problem.axis_name)
+  num, den = _ema_step(est, weights, labels, spec)
+  expected = policy_lib.expected_class_weights(state.policy_params,
+                                               opts.class_weight_divisor)
+  advantages = jax.lax.stop_gradient(per_class_advantages(
+      alignment_class_means(sums, counts), counts > 0, class_w, expected))
+
+  def policy_loss(p):
+    logp = jax.nn.log_softmax(p["class_logits"])  # [C, K]
+    chosen = jnp.take_along_axis(logp, actions["class"][:, None], 1)[:, 0]
+    return -jnp.sum(advantages * chosen)
+
+  grads = jax.grad(policy_loss)(state.policy_params)
+  updates, policy_opt_state = spec.policy_tx.update(
+      grads, state.policy_opt_state, state.policy_params)
+  policy_params = optax.apply_updates(state.policy_params, updates)
+  carry, metrics = _rollout(state, data, spec, class_w, alpha)
+  after = _val(carry, data, spec)
+  est = est.replace(num=num, den=den, count=est.count + 1,
+                    weights=policy_lib.expected_class_weights(
+                        policy_params, opts.class_weight_divisor))
+  metrics.update({
+      "val/accuracy": after.accuracy,
+      "val/loss": after.loss,
+      "policy/alpha": alpha,
+      "policy/mean_class_weight": jnp.mean(class_w),
+      "policy/grad_norm": optax.tree.norm(grads),
+      "policy/mean_alignment": jnp.mean(scores),
+      "policy/mean_abs_advantage": jnp.mean(jnp.abs(advantages)),
+  })
+  return Outcome(carry, policy_params, policy_opt_state, est, metrics,
+                 after.loss)
+
+
+def l2rw_update(state, data: OuterData, spec: Spec) -> Outcome:
+  """Learning to Reweight: fresh per-example weights every step.
+
+  w_i = max(0, s_i) / mean max(0, s) (batch mean 1) replaces the class
+  weight of every source example; top-k keeps the B largest ('mean'
+  normalisation: sum_kept w_i CE_i / B). The per-class EMA of w is kept
+  for the reports (the classes' mean weights), not used by the model step.
+  """
+  est = state.estimator_state
+  weights, labels, scores = _alignment_signal(state, data, spec)
+  num, den = _ema_step(est, weights, labels, spec)
+  est = est.replace(num=num, den=den, count=est.count + 1,
+                    weights=mean_one(alignment_class_means(num, den)))
+  src = {**data.src, "weight": weights.reshape(data.src["label"].shape)}
+  alpha = _fixed_alpha(spec)
+  ones = jnp.ones_like(est.weights)
+  carry, metrics = _rollout(state, data._replace(src=src), spec, ones, alpha)
+  after = _val(carry, data, spec)
+  metrics.update({
+      "val/accuracy": after.accuracy,
+      "val/loss": after.loss,
+      "policy/alpha": alpha,
+      "policy/mean_alignment": jnp.mean(scores),
+      "policy/positive_share": parallel.pmean(
+          jnp.mean((scores > 0).astype(jnp.float32)),
+          spec.problem.axis_name),
+  })
+  return Outcome(carry, state.policy_params, state.policy_opt_state, est,
+                 metrics, after.loss)
 
 
 def _check_samples(options) -> None:
@@ -377,6 +616,19 @@ def _check_samples(options) -> None:
         f"num_samples={options.num_samples}: sampling is a REINFORCE option; "
         f"the {options.estimator!r} estimator takes no samples. Set "
         "config.l2tl.num_samples=1.")
+
+
+def _check_alignment(options) -> None:
+  _check_samples(options)
+  if options.learns_alpha:
+    raise ValueError(
+        f"The {options.estimator!r} estimator learns class weights only; "
+        "alpha is config.l2tl.fixed_alpha (method l2tl takes it from there "
+        "with this estimator). Use method l2tl or l2tl_fixed_alpha.")
+  if not options.learns_classes:
+    raise ValueError(
+        f"The {options.estimator!r} estimator learns class weights; this "
+        "method fixes them.")
 
 
 def _check_loo(options) -> None:
@@ -392,8 +644,8 @@ class Estimator:
 
   Attributes:
     name: the table key (config.l2tl.estimator, except 'fixed').
-    init: () -> the estimator's own state (carried in
-      TrainState.estimator_state).
+    init: (number of source classes) -> the estimator's own state (carried
+      in TrainState.estimator_state).
     update: (state, OuterData, Spec) -> Outcome.
     learns: whether it trains a policy (needs a policy optimiser).
     second_order: whether its update differentiates through the model's
@@ -401,6 +653,11 @@ class Estimator:
       still differ in their second derivative by rounding).
     check: raises ValueError on options it cannot run with.
     about: one line for reports and errors.
+    learns_alpha: whether it can learn alpha (else alpha is fixed at
+      config.l2tl.fixed_alpha whatever the method).
+    class_weights: (policy params, estimator state, options) -> the learned
+      class weights [C] to report (the policy's expectation, or the
+      estimator's own).
   """
 
   name: str
@@ -410,6 +667,10 @@ class Estimator:
   second_order: bool = False
   check: Callable[[Any], None] = lambda options: None
   about: str = ""
+  learns_alpha: bool = True
+  class_weights: Callable[[Any, Any, Any], jax.Array] = (
+      lambda policy_params, est, options: policy_lib.expected_class_weights(
+          policy_params, options.class_weight_divisor))
 
 
 ESTIMATORS: dict[str, Estimator] = {
@@ -427,6 +688,22 @@ ESTIMATORS: dict[str, Estimator] = {
         "meta_gradient", _no_state, meta_gradient_update,
         second_order=True, check=_check_samples,
         about="exact gradient of the validation loss through the update"),
+    "alignment_ema": Estimator(
+        "alignment_ema", init_alignment, alignment_update, learns=False,
+        check=_check_alignment, learns_alpha=False,
+        class_weights=lambda policy_params, est, options: est.weights,
+        about="class weights from a per-class EMA of the validation-gradient"
+        " alignment (positive part), mean 1, after a uniform warm-up"),
+    "alignment_reinforce": Estimator(
+        "alignment_reinforce", init_alignment, alignment_reinforce_update,
+        check=_check_alignment, learns_alpha=False,
+        about="per-class categoricals, REINFORCE with one alignment reward "
+        "per class every step"),
+    "l2rw": Estimator(
+        "l2rw", init_alignment, l2rw_update, learns=False,
+        check=_check_alignment, learns_alpha=False,
+        class_weights=lambda policy_params, est, options: est.weights,
+        about="Learning to Reweight: fresh per-example weights every step"),
 }
 # Values config.l2tl.estimator may take ('fixed' follows from the method).
 CONFIG_NAMES = tuple(n for n in ESTIMATORS if n != "fixed")

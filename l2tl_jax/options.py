@@ -78,6 +78,16 @@ class L2TLOptions:
       with per-sample weights are slow, about 1.5x faster for S = 4).
     bn_mode: batch statistics of the joint batch: 'joint', 'target' or
       'frozen' (see `outer.JointProblem`; config.model.bn_mode).
+    score_layers: the alignment estimators ('alignment_ema',
+      'alignment_reinforce', 'l2rw') differentiate the encoder's last
+      `score_layers` top-level modules (`outer.scored_layers`; LeNet: 2 =
+      fc1 and fc2, ResNet-18/34: its last two blocks); 0: all of it (the
+      exact score).
+    alignment_momentum: m of the alignment estimators' per-class EMAs.
+    warmup_steps: 'alignment_ema' keeps every class weight at 1 (uniform
+      joint training, exactly) for this many outer steps.
+    score_every: 'alignment_ema' scores only every k-th outer step (the
+      others reuse the class weights), dividing the scoring cost by k.
   """
 
   num_levels: int = 100
@@ -103,6 +113,10 @@ class L2TLOptions:
   num_samples: int = 1
   samples_loop: str = "vmap"
   bn_mode: str = "joint"
+  score_layers: int = 2
+  alignment_momentum: float = 0.99
+  warmup_steps: int = 100
+  score_every: int = 1
 
   def __post_init__(self):
     if self.estimator not in estimators.CONFIG_NAMES:
@@ -156,6 +170,13 @@ class L2TLOptions:
       raise ValueError("inner_steps and src_oversample must be >= 1.")
     if not 0.0 <= self.baseline_momentum < 1.0:
       raise ValueError("baseline_momentum must be in [0, 1).")
+    if not 0.0 <= self.alignment_momentum < 1.0:
+      raise ValueError(
+          f"alignment_momentum must be in [0, 1), got {self.alignment_momentum}.")
+    if self.score_layers < 0 or self.warmup_steps < 0 or self.score_every < 1:
+      raise ValueError(
+          "score_layers and warmup_steps must be >= 0 and score_every >= 1, "
+          f"got {self.score_layers}, {self.warmup_steps}, {self.score_every}.")
     if self.fixed_class_weights is not None and any(
         w < 0 for w in self.fixed_class_weights
     ):

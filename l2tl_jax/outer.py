@@ -11,6 +11,10 @@ An estimator (`l2tl_jax.estimators`) composes them into one outer step:
   rollout           N inner updates with one set of weights (unrolled or scan)
   validation_stats  accuracy and cross-entropy of the target validation batch
   REWARDS           (before, after) validation stats -> reward
+  alignment_scores  per source example, <grad of its source CE, grad of the
+                    validation loss> over the shared encoder (one JVP)
+  positive_weights  alignment scores -> Learning to Reweight's weights
+  class_sums        per source class: sum of example values and count
 
 What is fixed when a step is built (model, optimiser, loss settings, device
 axis) travels in one `JointProblem`; everything traced is an argument. Under
@@ -135,6 +139,7 @@ def select_source(
     normalization: str,
     axis_name: str | None,
     selection: str = "top_k",
+    example_weights: jax.Array | None = None,
 ) -> KeptSource:
   """Keeps the source examples with the largest class weights.
 
@@ -152,15 +157,22 @@ def select_source(
     axis_name: pmap axis or None.
     selection: 'top_k' (the largest weights) or 'first' (the first B of
       the global batch, whatever their weights).
+    example_weights: [M*B_local] per-example weights that replace the class
+      weights (Learning to Reweight); None: w_i = class_weights[y_i].
 
   Returns:
     The kept examples of this device.
   """
   keep = keep_local * parallel.axis_size(axis_name)
+  if example_weights is not None:
+    src = {**src, "weight": example_weights}
   if axis_name is not None:
     src = jax.tree.map(
         lambda x: jax.lax.all_gather(x, axis_name, tiled=True), src)
-  example_w = class_weights[src["label"]]  # [M * B]
+  if example_weights is not None:
+    example_w = src["weight"]
+  else:
+    example_w = class_weights[src["label"]]  # [M * B]
   if selection == "first":
     idx, kept_w = jnp.arange(keep), example_w[:keep]
     if normalization == "reference":
@@ -257,7 +269,9 @@ def inner_update(
 
   Args:
     carry: params, model_state, opt_state before the step.
-    src: this device's source examples of the step [M*B_local, ...].
+    src: this device's source examples of the step [M*B_local, ...]; an
+      optional 'weight' entry [M*B_local] gives per-example weights that
+      replace the class weights.
     tgt: this device's target examples of the step [B_local, ...].
     problem: the static problem.
     class_weights: [C_src].
@@ -269,9 +283,10 @@ def inner_update(
   """
   axis_name = problem.axis_name
   kept = select_source(
-      src, class_weights, keep_local=tgt["label"].shape[0],
+      {"image": src["image"], "label": src["label"]}, class_weights,
+      keep_local=tgt["label"].shape[0],
       normalization=problem.src_normalization, axis_name=axis_name,
-      selection=problem.src_selection)
+      selection=problem.src_selection, example_weights=src.get("weight"))
   loss_fn = lambda p: joint_loss(
       p, problem=problem, model_state=carry.model_state, kept=kept, tgt=tgt,
       alpha=alpha, decay_mask=decay_mask)
@@ -380,3 +395,114 @@ REWARDS: dict[str, Reward] = {
     "loss_improvement": Reward(
         lambda before, after: before.loss - after.loss, needs_before=True),
 }
+
+
+def scored_layers(encoder_params: Any, layers: int) -> tuple[str, ...]:
+  """The encoder's top-level modules that alignment scores differentiate.
+
+  Args:
+    encoder_params: params['encoder'] (top-level modules in the order the
+      encoder applies them).
+    layers: the last `layers` of them; 0 for every one (the exact score).
+
+  Returns:
+    Their names, e.g. ('fc1', 'fc2') for LeNet with layers=2, ('layer4_0',
+    'layer4_1') for ResNet-18 (its last stage).
+  """
+  names = tuple(encoder_params)
+  if layers < 0:
+    raise ValueError(f"score_layers must be >= 0, got {layers}.")
+  return names if layers == 0 else names[-layers:]
+
+
+def alignment_scores(
+    params: Any,
+    model_state: Any,
+    src: Batch,
+    val: Batch,
+    *,
+    problem: JointProblem,
+    layers: int = 0,
+) -> jax.Array:
+  """s_i = <grad CE_src(x_i, y_i), grad L_val> for every source example.
+
+  The gradients are over the shared encoder (the heads are disjoint, so
+  they add nothing), restricted to its last `layers` top-level modules
+  (`scored_layers`; 0: all of it). One validation backward gives g =
+  grad L_val; one forward-mode pass (`jax.jvp` of the per-example source
+  losses along g) gives every s_i, with no per-example gradients. Both
+  passes run the encoder in evaluation mode (batch statistics, where the
+  encoder has them, are the running ones, so examples do not interact).
+
+  s_i is Learning to Reweight's (Ren et al. 2018) signal: for a model step
+  theta' = theta - lr * sum_j eps_j grad CE_j, s_i = -(1/lr) dL_val(theta')
+  / d eps_i at eps = 0, to first order in lr.
+
+  Args:
+    params: model params (both heads).
+    model_state: non-param collections.
+    src: this device's source examples {'image' [n, ...], 'label' [n]}.
+    val: this device's validation examples.
+    problem: the static problem (under pmap, g is the psum of the devices'
+      shares, so every device scores its examples against the global
+      validation gradient).
+    layers: see `scored_layers`.
+
+  Returns:
+    float32 [n], this device's scores.
+  """
+  encoder = params["encoder"]
+  names = scored_layers(encoder, layers)
+  scored = {k: encoder[k] for k in names}
+
+  def with_scored(part):
+    return {**params, "encoder": {**encoder, **part}}
+
+  def val_loss(part):
+    return validation_stats(with_scored(part), model_state, val,
+                            problem=problem).local_loss
+
+  g = parallel.psum(jax.grad(val_loss)(scored), problem.axis_name)
+
+  def src_ce(part):
+    p = with_scored(part)
+    features, _ = models.apply_encoder(problem.model, p, model_state,
+                                       src["image"], train=False)
+    logits = models.apply_head(problem.model, p, features, "src")
+    return losses.cross_entropy(logits, src["label"])
+
+  _, scores = jax.jvp(src_ce, (scored,), (g,))
+  return scores.astype(jnp.float32)
+
+
+def positive_weights(scores: jax.Array,
+                     axis_name: str | None = None) -> jax.Array:
+  """Learning to Reweight's weights: max(0, s_i) / mean_j max(0, s_j).
+
+  The mean is over the global batch (every device's scores), so the weights
+  have batch mean 1; all 0 when no score is positive.
+  """
+  positive = jnp.maximum(scores, 0.0)
+  total = parallel.psum(jnp.sum(positive), axis_name)
+  count = parallel.psum(jnp.asarray(scores.size, jnp.float32), axis_name)
+  mean = total / count
+  return jnp.where(mean > 0, positive / jnp.where(mean > 0, mean, 1.0), 0.0)
+
+
+def class_sums(values: jax.Array, labels: jax.Array, num_classes: int,
+               axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
+  """Per class c: (sum of values with label c, their count), global.
+
+  Args:
+    values: float [n].
+    labels: int [n] in [0, num_classes).
+    num_classes: C.
+    axis_name: pmap axis or None.
+
+  Returns:
+    (sums [C], counts [C]), summed over devices.
+  """
+  one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [n, C]
+  sums = parallel.psum(values.astype(jnp.float32) @ one_hot, axis_name)
+  counts = parallel.psum(jnp.sum(one_hot, axis=0), axis_name)
+  return sums, counts

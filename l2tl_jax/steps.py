@@ -164,9 +164,9 @@ def make_supervised_step(
   return parallelism.compile_step(fn)
 
 
-def init_estimator_state(options: L2TLOptions) -> Any:
+def init_estimator_state(options: L2TLOptions, num_src_classes: int = 0) -> Any:
   """The initial estimator state of the L2TL step `options` build."""
-  return estimators.select(options).init()
+  return estimators.select(options).init(num_src_classes)
 
 
 def _check_l2tl_build(model, policy_tx, options, estimator) -> None:
@@ -187,19 +187,20 @@ def _check_l2tl_build(model, policy_tx, options, estimator) -> None:
 
 def _check_estimator_state(state: TrainState, estimator) -> None:
   """At trace time: the state carries what this step's estimator keeps."""
-  want = jax.tree.structure(estimator.init())
+  want = jax.tree.structure(estimator.init(0))
   got = jax.tree.structure(state.estimator_state)
   if want != got:
     raise ValueError(
         f"The train state's estimator_state ({got}) is not the state of the "
         f"{estimator.name!r} estimator ({want}); create the state with "
         "train_state.create(..., estimator_state="
-        "steps.init_estimator_state(options))."
+        "steps.init_estimator_state(options, num_src_classes))."
     )
 
 
 def _finish(state: TrainState, outcome: estimators.Outcome,
-            options: L2TLOptions) -> tuple[TrainState, Metrics]:
+            options: L2TLOptions, estimator: estimators.Estimator
+            ) -> tuple[TrainState, Metrics]:
   """The new state, or the old one (step + 1) when anything is non-finite."""
   params, model_state, opt_state = outcome.carry
   metrics = outcome.metrics
@@ -214,8 +215,8 @@ def _finish(state: TrainState, outcome: estimators.Outcome,
   )
   if options.learns_classes:
     metrics["policy/mean_expected_class_weight"] = jnp.mean(
-        policy_lib.expected_class_weights(outcome.policy_params,
-                                          options.class_weight_divisor))
+        estimator.class_weights(outcome.policy_params,
+                                outcome.estimator_state, options))
   finite = all_finite([metrics["train/src_loss"], metrics["train/tgt_loss"],
                        params, outcome.policy_params, outcome.checked])
   metrics["train/nonfinite"] = 1.0 - finite.astype(jnp.float32)
@@ -257,7 +258,8 @@ def _l2tl_step_fn(
         src=outer.split_inner(batch["src"], n),
         tgt=outer.split_inner(batch["tgt"], n),
         val=batch["val"])
-    return _finish(state, estimator.update(state, data, spec), options)
+    return _finish(state, estimator.update(state, data, spec), options,
+                   estimator)
 
   return step
 

@@ -30,8 +30,9 @@ def test_select_by_options():
   # Nothing learned: the estimator and the samples are ignored.
   assert select(**uniform, estimator="meta_gradient") == "fixed"
   assert select(**uniform, num_samples=4) == "fixed"
-  assert set(estimators.CONFIG_NAMES) == {"reinforce", "reinforce_loo",
-                                          "meta_gradient"}
+  assert set(estimators.CONFIG_NAMES) == {
+      "reinforce", "reinforce_loo", "meta_gradient", "alignment_ema",
+      "alignment_reinforce", "l2rw"}
 
 
 def test_invalid_combinations_are_refused_when_built():

@@ -102,8 +102,9 @@ def get_config() -> ml_collections.ConfigDict:
   # reward, class_reduction, baseline_order, src_normalization, num_samples,
   # policy_lr and val_batch_size where they are left None
   # (l2tl_jax.train.L2TL_MODES). 'reference' is the authors' REINFORCE;
-  # 'recommended' the variant chosen by the policy study (README.md; today
-  # the same as 'reference'); 'meta_gradient' the exact meta-gradient.
+  # 'recommended' the variant chosen by the policy study (README.md:
+  # 'alignment_ema', starting as uniform joint training); 'meta_gradient'
+  # the exact meta-gradient.
   config.l2tl.mode = "recommended"
   # Source batch = src_oversample * B; the top B by weight are kept.
   config.l2tl.src_oversample = 2
@@ -145,9 +146,23 @@ def get_config() -> ml_collections.ConfigDict:
   # (reference: the largest class weights) or 'first' (the first B, whose
   # weights only scale their losses: every class present gets a gradient).
   config.l2tl.src_selection = "top_k"
-  # How the policy learns: 'reinforce' (reference) or 'meta_gradient'
-  # (exact gradient of the validation loss through the model update).
+  # How the class weights are learned (l2tl_jax.estimators.ESTIMATORS):
+  # 'alignment_ema' (recommended: a per-class EMA of each source example's
+  # validation-gradient alignment, from uniform joint training),
+  # 'alignment_reinforce' (the paper's policy with one alignment reward per
+  # class), 'l2rw' (Learning to Reweight's per-example weights), 'reinforce'
+  # (reference) or 'meta_gradient' (exact gradient of the validation loss
+  # through the model update). The alignment ones keep alpha = fixed_alpha.
   config.l2tl.estimator = config_dict.placeholder(str)
+  # Alignment estimators: the encoder's last top-level modules they
+  # differentiate (LeNet 2: fc1, fc2; ResNet: the last two blocks); 0: all.
+  config.l2tl.score_layers = 2
+  # Alignment estimators: momentum of the per-class EMAs.
+  config.l2tl.alignment_momentum = 0.99
+  # 'alignment_ema': outer steps at class weight 1 (uniform joint training).
+  config.l2tl.warmup_steps = 100
+  # 'alignment_ema': score every k-th outer step only.
+  config.l2tl.score_every = 1
   # REINFORCE samples per outer step; > 1: leave-one-out baseline.
   config.l2tl.num_samples = config_dict.placeholder(int)
   # How the samples are compiled: 'vmap' or 'unroll' (faster on XLA:CPU).
