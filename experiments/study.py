@@ -94,6 +94,10 @@ META_01 = {**META, "l2tl.policy_lr": 0.01}
 # (up to 1.98, starting at an expected 0.99, uniform joint training's 1).
 ABOVE_UNIFORM = {"l2tl.class_weight_scale": 50.0,
                  "l2tl.loss_weight_scale": 50.0}
+# Class weights from the alignment EMA (the recommended estimator), stated
+# in full so that the row does not follow the recommended mode.
+ALIGNMENT = {**REFERENCE, "l2tl.estimator": "alignment_ema",
+             "l2tl.src_normalization": "mean"}
 # The policy's expected weights at its start (zero logits, K = 100 levels):
 # E[a] / 100 = 0.495 for every class weight and for alpha.
 START_WEIGHT = 0.495
@@ -149,13 +153,43 @@ VARIANTS: dict[str, Variant] = {
         about="meta_gradient with the first B source examples kept "
         "instead of the B largest weights: every class present gets a "
         "gradient, whatever its weight"),
+    "alignment_ema": Variant(
+        "l2tl", ALIGNMENT, about="class weights from the per-class EMA (0.99) "
+        "of Learning to Reweight's positive alignment weights, mean 1, after "
+        "100 uniform steps; alpha 1, mean normalisation; scores from the "
+        "encoder's last two layers (LeNet: fc1, fc2)"),
+    "recommended": Variant(
+        "l2tl", {"l2tl.mode": "recommended"},
+        about="method l2tl in mode 'recommended' (today the alignment_ema "
+        "row's estimator and settings)"),
+    "alignment_ema_exact": Variant(
+        "l2tl", {**ALIGNMENT, "l2tl.score_layers": 0},
+        about="alignment_ema with scores over the whole encoder"),
+    "alignment_ema_every4": Variant(
+        "l2tl", {**ALIGNMENT, "l2tl.score_every": 4},
+        about="alignment_ema scoring every 4th step only"),
+    "alignment_reinforce": Variant(
+        "l2tl", {**REFERENCE, "l2tl.estimator": "alignment_reinforce",
+                 "l2tl.src_normalization": "mean",
+                 "l2tl.class_weight_scale": 50.0},
+        about="the paper's per-class categoricals (weights a / 50 in "
+        "[0, 1.98]) trained by REINFORCE with one reward per class every "
+        "step, (lambda_c - E lambda_c) * (class mean alignment weight - "
+        "mean over classes); policy Adam 0.01, alpha 1"),
+    "l2rw": Variant(
+        "l2tl", {**REFERENCE, "l2tl.estimator": "l2rw",
+                 "l2tl.src_normalization": "mean"},
+        about="Learning to Reweight (Ren et al. 2018): fresh per-example "
+        "weights max(0, s_i) / mean max(0, s) every step, top-B kept; "
+        "alpha 1"),
     "meta_gradient_lr0.01_val256": Variant(
         "l2tl", {**META_01, "l2tl.val_batch_size": 256},
         about="meta_gradient_lr0.01 with 256 validation images per step"),
 }
 DEFAULT_VARIANTS = tuple(v for v in VARIANTS if "window4" not in v
                          and not v.startswith("meta_gradient_lr0.01_")
-                         and v != "meta_gradient_first")
+                         and v not in ("meta_gradient_first",
+                                       "recommended"))
 # Rows of benchmarks with a known answer (config.source_class_relevance).
 ORACLE_VARIANTS = ("oracle", "oracle_up", "anti_oracle", "uniform_at_start",
                    "oracle_at_start")
