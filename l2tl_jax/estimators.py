@@ -443,8 +443,10 @@ def _alignment_signal(state, data: OuterData, spec: Spec):
   scores = outer.alignment_scores(
       state.params, state.model_state, src, data.val, problem=problem,
       layers=opts.score_layers)
+  # The global mean score, for the logs (equal shards on every device).
+  mean_score = parallel.pmean(jnp.mean(scores), problem.axis_name)
   return (outer.positive_weights(scores, problem.axis_name), src["label"],
-          scores)
+          mean_score)
 
 
 def _ema_step(est: AlignmentState, weights, labels, spec: Spec):
@@ -476,10 +478,9 @@ def alignment_update(state, data: OuterData, spec: Spec) -> Outcome:
   opts = spec.options
 
   def scored(est):
-    weights, labels, scores = _alignment_signal(state, data, spec)
+    weights, labels, mean_score = _alignment_signal(state, data, spec)
     num, den = _ema_step(est, weights, labels, spec)
-    return est.replace(num=num, den=den, count=est.count + 1), jnp.mean(
-        scores)
+    return est.replace(num=num, den=den, count=est.count + 1), mean_score
 
   def skipped(est):
     return est, jnp.zeros((), jnp.float32)
@@ -543,7 +544,7 @@ def alignment_reinforce_update(state, data: OuterData, spec: Spec) -> Outcome:
   est = state.estimator_state
   actions = _sample(state, opts, None)
   class_w, alpha = _action_weights(actions, spec)
-  weights, labels, scores = _alignment_signal(state, data, spec)
+  weights, labels, mean_score = _alignment_signal(state, data, spec)
   sums, counts = outer.class_sums(weights, labels, est.num.shape[0],
                                   spec.problem.axis_name)
   num, den = _ema_step(est, weights, labels, spec)
@@ -572,7 +573,7 @@ def alignment_reinforce_update(state, data: OuterData, spec: Spec) -> Outcome:
       "policy/alpha": alpha,
       "policy/mean_class_weight": jnp.mean(class_w),
       "policy/grad_norm": optax.tree.norm(grads),
-      "policy/mean_alignment": jnp.mean(scores),
+      "policy/mean_alignment": mean_score,
       "policy/mean_abs_advantage": jnp.mean(jnp.abs(advantages)),
   })
   return Outcome(carry, policy_params, policy_opt_state, est, metrics,
@@ -588,7 +589,7 @@ def l2rw_update(state, data: OuterData, spec: Spec) -> Outcome:
   for the reports (the classes' mean weights), not used by the model step.
   """
   est = state.estimator_state
-  weights, labels, scores = _alignment_signal(state, data, spec)
+  weights, labels, mean_score = _alignment_signal(state, data, spec)
   num, den = _ema_step(est, weights, labels, spec)
   est = est.replace(num=num, den=den, count=est.count + 1,
                     weights=mean_one(alignment_class_means(num, den)))
@@ -601,9 +602,9 @@ def l2rw_update(state, data: OuterData, spec: Spec) -> Outcome:
       "val/accuracy": after.accuracy,
       "val/loss": after.loss,
       "policy/alpha": alpha,
-      "policy/mean_alignment": jnp.mean(scores),
+      "policy/mean_alignment": mean_score,
       "policy/positive_share": parallel.pmean(
-          jnp.mean((scores > 0).astype(jnp.float32)),
+          jnp.mean((weights > 0).astype(jnp.float32)),
           spec.problem.axis_name),
   })
   return Outcome(carry, state.policy_params, state.policy_opt_state, est,

@@ -12,6 +12,7 @@ import jax
 import numpy as np
 
 from l2tl_jax import build
+from l2tl_jax import estimators
 from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import parallel
@@ -48,12 +49,16 @@ def run_l2tl(par, encoder=LENET, **options):
   params, model_state = models.init_variables(model, jax.random.key(0), IMAGE)
   opts = steps.L2TLOptions(num_levels=10, num_alpha_levels=10,
                            loss_weight_scale=10.0, **options)
+  policy_parts = {}
+  if estimators.select(opts).learns:
+    policy_parts = dict(policy_tx=optim.adam(0.1),
+                        policy_params=policy.init_policy_params(
+                            num_src_classes=6, num_levels=10,
+                            num_alpha_levels=10))
   state, step = build.joint_parts(
       model=model, tx=optim.momentum_sgd(0.05), options=opts, params=params,
       model_state=model_state, rng=jax.random.key(1), par=par,
-      policy_tx=optim.adam(0.1),
-      policy_params=policy.init_policy_params(
-          num_src_classes=6, num_levels=10, num_alpha_levels=10))
+      **policy_parts)
   history = []
   for batch in batches(4):
     state, metrics = step(state, par.put_batch(batch))
@@ -124,6 +129,21 @@ def main():
       "meta_gradient": {"estimator": "meta_gradient",
                         "src_normalization": "mean"},
   }
+  # The alignment estimators (scores against the psum of the devices'
+  # validation gradients; class sums and the positive mass summed across
+  # devices), with the class weights in use from the second step.
+  alignment = {"fixed_alpha": 1.0, "src_normalization": "mean",
+               "warmup_steps": 1}
+  variants.update({
+      "alignment_ema": {"estimator": "alignment_ema", **alignment},
+      "alignment_ema, whole encoder": {"estimator": "alignment_ema",
+                                       "score_layers": 0, **alignment},
+      "alignment_reinforce": {"estimator": "alignment_reinforce",
+                              "class_weight_scale": 5.0, **alignment},
+      "l2rw": {"estimator": "l2rw", **alignment},
+      "resnet_v1 alignment_ema": {"encoder": RESNET,
+                                  "estimator": "alignment_ema", **alignment},
+  })
   variants.update({
       "resnet_v1 reinforce": {"encoder": RESNET},
       "resnet_v1 meta_gradient": {"encoder": RESNET,
@@ -136,7 +156,7 @@ def main():
     ref_state, ref_hist = run_l2tl(single, **options)
     for par in (mesh, pmap):
       state, hist = run_l2tl(par, **options)
-      sampled = options.get("estimator") != "meta_gradient"
+      sampled = options.get("estimator") in (None, "alignment_reinforce")
       for h_ref, h in zip(ref_hist, hist):
         if sampled:  # The same draw everywhere: the same action and alpha.
           np.testing.assert_array_equal(h["policy/alpha"],

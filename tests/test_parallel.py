@@ -27,7 +27,9 @@ class MultiDeviceTest(absltest.TestCase):
         timeout=600,
     )
     self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
-    for variant in ("reinforce", "reinforce, 3 samples", "meta_gradient"):
+    for variant in ("reinforce", "reinforce, 3 samples", "meta_gradient",
+                    "alignment_ema", "alignment_ema, whole encoder",
+                    "alignment_reinforce", "l2rw", "resnet_v1 alignment_ema"):
       for mode in ("mesh", "pmap"):
         self.assertIn(f"l2tl {variant} {mode}: matches single device",
                       proc.stdout)
