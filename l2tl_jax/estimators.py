@@ -583,17 +583,26 @@ def alignment_reinforce_update(state, data: OuterData, spec: Spec) -> Outcome:
 def l2rw_update(state, data: OuterData, spec: Spec) -> Outcome:
   """Learning to Reweight: fresh per-example weights every step.
 
-  w_i = max(0, s_i) / mean max(0, s) (batch mean 1) replaces the class
-  weight of every source example; top-k keeps the B largest ('mean'
-  normalisation: sum_kept w_i CE_i / B). The per-class EMA of w is kept
-  for the reports (the classes' mean weights), not used by the model step.
+  Per example, max(0, s_i) replaces the class weight; top-k keeps the B
+  largest, rescaled to mean 1 over the kept ones, so that under 'mean'
+  normalisation the source loss sum_kept w_i CE_i / B is Ren et al.'s
+  weighted average of the kept examples' losses (the scale of uniform joint
+  training's mean). The per-class EMA of the batch-normalised weights is
+  kept for the reports (the classes' mean weights), not used by the step.
+  Needs inner_steps = 1 (one kept set per scored batch).
   """
   est = state.estimator_state
   weights, labels, mean_score = _alignment_signal(state, data, spec)
   num, den = _ema_step(est, weights, labels, spec)
   est = est.replace(num=num, den=den, count=est.count + 1,
                     weights=mean_one(alignment_class_means(num, den)))
-  src = {**data.src, "weight": weights.reshape(data.src["label"].shape)}
+  keep = data.tgt["label"].shape[-1] * parallel.axis_size(
+      spec.problem.axis_name)
+  kept_mean = outer.top_k_mean(weights, keep, spec.problem.axis_name)
+  example_w = jnp.where(kept_mean > 0,
+                        weights / jnp.where(kept_mean > 0, kept_mean, 1.0),
+                        0.0)
+  src = {**data.src, "weight": example_w.reshape(data.src["label"].shape)}
   alpha = _fixed_alpha(spec)
   ones = jnp.ones_like(est.weights)
   carry, metrics = _rollout(state, data._replace(src=src), spec, ones, alpha)
@@ -630,6 +639,14 @@ def _check_alignment(options) -> None:
     raise ValueError(
         f"The {options.estimator!r} estimator learns class weights; this "
         "method fixes them.")
+
+
+def _check_l2rw(options) -> None:
+  _check_alignment(options)
+  if options.inner_steps != 1:
+    raise ValueError(
+        "The 'l2rw' estimator weights the examples of one model step; set "
+        f"config.l2tl.inner_steps=1 (got {options.inner_steps}).")
 
 
 def _check_loo(options) -> None:
@@ -702,7 +719,7 @@ ESTIMATORS: dict[str, Estimator] = {
         "per class every step"),
     "l2rw": Estimator(
         "l2rw", init_alignment, l2rw_update, learns=False,
-        check=_check_alignment, learns_alpha=False,
+        check=_check_l2rw, learns_alpha=False,
         class_weights=lambda policy_params, est, options: est.weights,
         about="Learning to Reweight: fresh per-example weights every step"),
 }

@@ -489,6 +489,14 @@ def positive_weights(scores: jax.Array,
   return jnp.where(mean > 0, positive / jnp.where(mean > 0, mean, 1.0), 0.0)
 
 
+def top_k_mean(values: jax.Array, k: int,
+               axis_name: str | None = None) -> jax.Array:
+  """Mean of the k largest of `values` over the global batch (all devices)."""
+  if axis_name is not None:
+    values = jax.lax.all_gather(values, axis_name, tiled=True)
+  return jnp.mean(jax.lax.top_k(values, k)[0])
+
+
 def class_sums(values: jax.Array, labels: jax.Array, num_classes: int,
                axis_name: str | None = None) -> tuple[jax.Array, jax.Array]:
   """Per class c: (sum of values with label c, their count), global.

@@ -6,6 +6,8 @@ the estimators' pieces on hand-computed numbers; the recommended step
 against uniform joint training, to the last bit.
 """
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -261,3 +263,17 @@ def test_recommended_mode_builds_the_alignment_estimator_with_fixed_alpha():
                                methods.get("l2tl"))
   assert estimators.select(options).name == "reinforce"
   assert options.learns_alpha and options.src_normalization == "reference"
+
+
+def test_l2rw_kept_weights_average_to_one():
+  # Kept: the B = 4 largest of 8 weights, rescaled to mean 1 over them; the
+  # source loss is then the weighted average of the kept losses.
+  options = steps.L2TLOptions(estimator="l2rw", fixed_alpha=1.0,
+                              src_normalization="mean")
+  np.testing.assert_allclose(
+      outer.top_k_mean(jnp.array([0.0, 3.0, 1.0, 0.0, 2.0, 0.5, 0.0, 1.5]),
+                       4), 1.875)
+  _, metrics = _run(options, 2)
+  assert float(metrics["train/nonfinite"]) == 0.0
+  with pytest.raises(ValueError, match="inner_steps=1"):
+    dataclasses.replace(options, inner_steps=2)
