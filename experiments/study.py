@@ -24,7 +24,6 @@ variant:
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 from typing import Any, Sequence
@@ -34,7 +33,6 @@ from absl import flags
 import jax
 import ml_collections
 import numpy as np
-from scipy import stats
 
 from experiments import cli
 from experiments import compare  # pylint: disable=unused-import  (its flags)
@@ -317,24 +315,8 @@ def variant_config(
   return train.resolve_config(out)
 
 
-def mean_pairwise_spearman(weights: np.ndarray) -> float | None:
-  """Mean Spearman rank correlation over all pairs of rows.
-
-  Args:
-    weights: [seeds, classes].
-
-  Returns:
-    The mean over the seeds * (seeds - 1) / 2 pairs, or None with fewer than
-    2 rows. A pair where one row is constant counts as 0.
-  """
-  weights = np.asarray(weights, np.float64)
-  values = []
-  for a, b in itertools.combinations(range(len(weights)), 2):
-    if np.ptp(weights[a]) == 0 or np.ptp(weights[b]) == 0:
-      values.append(0.0)
-      continue
-    values.append(float(stats.spearmanr(weights[a], weights[b]).statistic))
-  return float(np.mean(values)) if values else None
+# Kept under its old name: the study's weight rank correlation.
+mean_pairwise_spearman = report.mean_pairwise_spearman
 
 
 def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
