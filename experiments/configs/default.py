@@ -1,9 +1,11 @@
 """Reference hyper-parameters shared by every config (not run on its own).
 
 The L2TL policy follows config.l2tl.mode: 'recommended' (the default, chosen
-by the policy study over four benchmarks: today the authors' REINFORCE, as
-'reference'), 'reference' or 'meta_gradient' (the exact gradient of the
-validation loss through the model update).
+by the policy study: class weights from the per-class EMA of each source
+example's validation-gradient alignment, estimator 'alignment_ema', starting
+as uniform joint training), 'reference' (the authors' REINFORCE) or
+'meta_gradient' (the exact gradient of the validation loss through the model
+update).
 
 Other configs call `get_config()` here and override the data and, where
 their protocol says so, the step counts. Every number of the reference's
