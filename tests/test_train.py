@@ -94,6 +94,27 @@ class MethodsTest(absltest.TestCase):
                if not e.startswith(".")]
     self.assertLen(entries, 1)
 
+  def test_recommended_l2tl_without_signal_is_joint_uniform_exactly(self):
+    # The recommended estimator before its warm-up ends is uniform joint
+    # training's step: the same run to the last digit. After the warm-up the
+    # learned class weights (mean 1) move it.
+    uniform = train.train_and_evaluate(
+        _config("joint_uniform", **{"l2tl.mode": "reference"}),
+        os.path.join(_tmp(), "nosignal", "joint_uniform"))
+    warm = train.train_and_evaluate(
+        _config("l2tl", **{"l2tl.warmup_steps": 40}),
+        os.path.join(_tmp(), "nosignal", "l2tl"))
+    for key in ("test_accuracy", "val_accuracy", "test_loss"):
+      self.assertEqual(warm[key], uniform[key], key)
+    self.assertEqual(set(warm["policy"]["expected_class_weights"].values()),
+                     {1.0})
+    learned = train.train_and_evaluate(
+        _config("l2tl", **{"l2tl.warmup_steps": 10}),
+        os.path.join(_tmp(), "nosignal", "l2tl_learned"))
+    weights = list(learned["policy"]["expected_class_weights"].values())
+    self.assertAlmostEqual(np.mean(weights), 1.0, places=5)
+    self.assertGreater(np.ptp(weights), 0.01)
+
   def test_l2tl_starts_from_the_pretrained_source_head(self):
     workdir = os.path.join(_tmp(), "srchead")
     results = train.train_and_evaluate(_config("l2tl", **{"train.steps": 1}),
