@@ -80,9 +80,11 @@ class L2TLOptions:
       'frozen' (see `outer.JointProblem`; config.model.bn_mode).
     score_layers: the alignment estimators ('alignment_ema',
       'alignment_reinforce', 'l2rw') differentiate the encoder's last
-      `score_layers` top-level modules (`outer.scored_layers`; LeNet: 2 =
-      fc1 and fc2, ResNet-18/34: its last two blocks); 0: all of it (the
-      exact score).
+      `score_layers` top-level modules (`outer.scored_layers`; with 2:
+      LeNet fc1 and fc2; ResNet-18 layer4_0 and layer4_1, its whole last
+      stage; ResNet-34/50 layer4_1 and layer4_2, two of the last stage's
+      three blocks; BiT-R50x1 block4_unit03 and the pre-head norm); 0: all
+      of it (the exact score).
     alignment_momentum: m of the alignment estimators' per-class EMAs.
     warmup_steps: 'alignment_ema' keeps every class weight at 1 (uniform
       joint training, exactly) for this many outer steps.

@@ -157,7 +157,8 @@ def get_config() -> ml_collections.ConfigDict:
   # through the model update). The alignment ones keep alpha = fixed_alpha.
   config.l2tl.estimator = config_dict.placeholder(str)
   # Alignment estimators: the encoder's last top-level modules they
-  # differentiate (LeNet 2: fc1, fc2; ResNet: the last two blocks); 0: all.
+  # differentiate (2: LeNet fc1, fc2; ResNets the last two blocks of the last
+  # stage, all of ResNet-18's); 0: all of it (the exact score).
   config.l2tl.score_layers = 2
   # Alignment estimators: momentum of the per-class EMAs.
   config.l2tl.alignment_momentum = 0.99
