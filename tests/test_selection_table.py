@@ -1,0 +1,46 @@
+"""The where-selection-pays table from study summaries, on hand-made rows."""
+
+from experiments import selection_table
+
+
+def _row(mean, std, val=None, auc=None, closed=None):
+  row = {"test_mean": mean, "test_std": std, "val_mean": val}
+  if auc is not None:
+    row["auc"] = {"mean": auc[0], "min": auc[1]}
+  if closed is not None:
+    row["oracle_gap_closed"] = closed
+  return row
+
+
+def _study(name, **rows):
+  return {"benchmark_name": name, "variants": rows}
+
+
+def test_verdict_against_the_best_of_finetune_and_uniform():
+  rows = {"finetune": _row(0.70, 0.01), "joint_uniform": _row(0.72, 0.005)}
+  # Best baseline 0.72; spread max(policy std, 0.005).
+  assert selection_table.verdict(_row(0.74, 0.01), rows) == "pays"
+  assert selection_table.verdict(_row(0.725, 0.01), rows) == "ties"
+  assert selection_table.verdict(_row(0.70, 0.01), rows) == "use joint_uniform"
+
+
+def test_benchmark_table_rows():
+  study = _study("crossed", finetune=_row(0.646, 0.007),
+                 joint_uniform=_row(0.6636, 0.0083),
+                 oracle_up=_row(0.6937, 0.0076),
+                 alignment_ema=_row(0.70, 0.01, auc=(0.98, 0.9), closed=1.21))
+  text = selection_table.benchmark_table([study], "alignment_ema")
+  row = text.splitlines()[2]
+  # Gap 3.01 points; spread 0.83 -> 3.6 spreads.
+  assert "69.37 ± 0.76 (+3.01 / 3.6)" in row
+  assert "| 70.00 ± 1.00 | 0.98 (0.90) | 1.21 | pays |" in row
+
+
+def test_validation_table_picks_the_best_mean_over_complete_rows():
+  a = _study("a", p=_row(0, 0, val=0.70), q=_row(0, 0, val=0.80))
+  b = _study("b", p=_row(0, 0, val=0.90), q=_row(0, 0, val=0.70),
+             r=_row(0, 0, val=0.99))
+  text, best = selection_table.validation_table([a, b], ["p", "q", "r"])
+  assert best == "p"  # 0.80 vs 0.75; r did not run on 'a'.
+  assert "| p | 70.00 | 90.00 | 80.00 |" in text
+  assert "| r | - | 99.00 | - |" in text
