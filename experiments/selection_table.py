@@ -31,11 +31,26 @@ BASELINES = ("finetune", "joint_uniform")
 
 
 def load(path: str) -> dict[str, Any]:
-  """A study's summary from its folder (or its study.json)."""
-  if os.path.isdir(path):
-    path = os.path.join(path, "study.json")
-  with open(path) as f:
-    return json.load(f)
+  """A study's summary from its folder (or its study.json).
+
+  'A+B': the variants of both studies of one benchmark (rows of B replace
+  A's of the same name), e.g. a study of new variants beside an earlier
+  one whose runs are not on this machine; named after A's folder.
+  """
+  merged = None
+  for part in path.split("+"):
+    if os.path.isdir(part):
+      part = os.path.join(part, "study.json")
+    with open(part) as f:
+      study = json.load(f)
+    if merged is None:
+      merged = study
+    else:
+      merged["variants"] = {**merged["variants"], **study["variants"]}
+  merged["benchmark_name"] = os.path.basename(
+      os.path.dirname(path.split("+")[0]) if path.split("+")[0].endswith(
+          ".json") else os.path.normpath(path.split("+")[0]))
+  return merged
 
 
 def _cell(row: dict[str, Any] | None) -> str:
@@ -109,7 +124,9 @@ def validation_table(studies: Sequence[dict[str, Any]],
   return "\n".join(lines) + "\n", best
 
 
-_STUDIES = flags.DEFINE_list("studies", [], "Study folders (or study.json).")
+_STUDIES = flags.DEFINE_list(
+    "studies", [], "Study folders (or study.json); A+B merges two studies of "
+    "one benchmark.")
 _POLICY = flags.DEFINE_string("policy", "alignment_ema",
                               "The policy of the per-benchmark table.")
 _POLICIES = flags.DEFINE_list(
@@ -129,7 +146,6 @@ def main(argv):
       study = load(path)
     except (OSError, json.JSONDecodeError) as e:
       raise app.UsageError(f"--studies: cannot read {path}: {e}") from e
-    study["benchmark_name"] = os.path.basename(os.path.normpath(path))
     studies.append(study)
   print(benchmark_table(studies, _POLICY.value))
   table, best = validation_table(studies, _POLICIES.value)

@@ -44,3 +44,17 @@ def test_validation_table_picks_the_best_mean_over_complete_rows():
   assert best == "p"  # 0.80 vs 0.75; r did not run on 'a'.
   assert "| p | 70.00 | 90.00 | 80.00 |" in text
   assert "| r | - | 99.00 | - |" in text
+
+
+def test_two_studies_of_one_benchmark_merge(tmp_path):
+  import json
+  old, new = tmp_path / "bench", tmp_path / "bench_new"
+  old.mkdir(), new.mkdir()
+  (old / "study.json").write_text(json.dumps(
+      {"variants": {"a": _row(0.5, 0.1), "b": _row(0.6, 0.1)}}))
+  (new / "study.json").write_text(json.dumps(
+      {"variants": {"b": _row(0.7, 0.1), "c": _row(0.8, 0.1)}}))
+  study = selection_table.load(f"{old}+{new}")
+  assert study["benchmark_name"] == "bench"
+  assert {k: v["test_mean"] for k, v in study["variants"].items()} == {
+      "a": 0.5, "b": 0.7, "c": 0.8}
