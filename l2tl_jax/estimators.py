@@ -398,15 +398,12 @@ class AlignmentState:
       at 0 needs no other correction).
     count: int32, scored steps so far.
     weights: [C] the class weights of the last step (what reports show).
-    baseline: REINFORCE's EMA baseline (`alignment_reinforce`; unused by
-      the others).
   """
 
   num: jax.Array
   den: jax.Array
   count: jax.Array
   weights: jax.Array
-  baseline: BaselineState
 
 
 def init_alignment(num_classes: int = 0) -> AlignmentState:
@@ -415,8 +412,7 @@ def init_alignment(num_classes: int = 0) -> AlignmentState:
   zeros = lambda: jnp.zeros((num_classes,), jnp.float32)
   return AlignmentState(num=zeros(), den=zeros(),
                         count=jnp.zeros((), jnp.int32),
-                        weights=jnp.ones((num_classes,), jnp.float32),
-                        baseline=init_baseline())
+                        weights=jnp.ones((num_classes,), jnp.float32))
 
 
 def alignment_class_means(num: jax.Array, den: jax.Array) -> jax.Array:
@@ -432,7 +428,10 @@ def mean_one(values: jax.Array) -> jax.Array:
 
 
 def _alignment_signal(state, data: OuterData, spec: Spec):
-  """(per-example weights w [N*M*B_local], labels) at the state's params.
+  """(weights w [N*M*B_local], their labels, the global mean score).
+
+  w_i = max(0, s_i) / mean max(0, s) (`outer.positive_weights`) of the
+  alignment scores at the state's parameters.
 
   Scores every source example of the outer step (all N inner slices) before
   any selection, against the validation batch, at the parameters before the
