@@ -118,7 +118,7 @@ def test_known_answer_rows():
   for name in ("oracle", "oracle_up", "anti_oracle"):
     assert variants[name].overrides["l2tl.src_normalization"] == "mean"
   for name in ("uniform_at_start", "oracle_at_start"):
-    assert "l2tl.src_normalization" not in variants[name].overrides
+    assert variants[name].overrides["l2tl.src_normalization"] == "reference"
   # One relevant class of four: weight 4.
   assert study.known_answer_variants((0, 1, 0, 0))["oracle_up"].overrides[
       "l2tl.fixed_class_weights"] == (0.0, 4.0, 0.0, 0.0)
@@ -141,8 +141,12 @@ def test_known_answer_rows():
   from experiments.configs import corrupted
   study.check_variants(["oracle", "oracle_up", "datl"], 1,
                        study.study_variants(corrupted.get_config()))
-  # DATL is a baseline of every study, run by default.
+  # DATL is a baseline of every study, run by default, with the reference's
+  # normalisation whatever the recommended mode.
   assert study.VARIANTS["datl"].method == "datl"
+  datl = study.variant_config(fashion_tops.get_config(), study.VARIANTS["datl"],
+                              seed=0, pretrain_dir="/tmp/p")
+  assert datl.l2tl.src_normalization == "reference"
   assert "datl" in study.DEFAULT_VARIANTS
   study.check_variants(["datl"], 1, study.study_variants(
       fashion_tops.get_config()))
