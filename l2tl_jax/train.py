@@ -163,7 +163,29 @@ def config_changes(config: ml_collections.ConfigDict,
   return {k: (old.get(k, "<unset>"), new.get(k, "<unset>"))
           for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k)
-          and not (k not in old and _is_default(k, new[k]))}
+          and not (k not in old and _is_default(k, new[k]))
+          and not _unread(k, new.get("method", old.get("method")))}
+
+
+# config.l2tl fields that only a learned policy reads: a method with fixed
+# class weights and alpha trains the same whatever they hold (so a new
+# default mode does not make its finished runs "changed").
+POLICY_ONLY_FIELDS = frozenset(f"l2tl.{name}" for name in (
+    "mode", "estimator", "num_samples", "samples_loop", "policy_lr",
+    "policy_lr_boundaries", "policy_lr_scales", "num_levels",
+    "class_weight_scale", "num_alpha_levels", "loss_weight_scale",
+    "class_reduction", "entropy_coef", "score_layers", "alignment_momentum",
+    "warmup_steps", "score_every"))
+
+
+def _unread(key: str, method_name: str | None) -> bool:
+  """Whether method `method_name` never reads config field `key`."""
+  if method_name not in methods.METHODS or not key.startswith("l2tl."):
+    return False
+  method = methods.get(method_name)
+  if not method.joint:  # Target data only: no l2tl field matters.
+    return True
+  return not method.has_policy and key in POLICY_ONLY_FIELDS
 
 
 def _is_default(key: str, value: Any) -> bool:

@@ -282,3 +282,27 @@ def test_a_field_the_saved_run_predates_is_unchanged_at_its_default(tmp_path):
   config.l2tl.src_selection = "first"  # Not the behaviour the run had.
   assert train.config_changes(config, str(tmp_path)) == {
       "l2tl.src_selection": ("<unset>", "first")}
+
+
+def test_policy_fields_are_no_change_for_methods_without_a_policy(tmp_path):
+  # A finished baseline stays readable when the default mode changes what
+  # only a learned policy reads; a field its step reads is still a change.
+  from experiments.configs import tiny
+  for method, unread, read in (
+      ("joint_uniform", "estimator", "src_normalization"),
+      ("finetune", "src_normalization", None),
+      ("l2tl", None, "estimator")):
+    workdir = tmp_path / method
+    workdir.mkdir()
+    config = train.resolve_config(tiny.get_config())
+    config.method = method
+    train._save_config(config, str(workdir), {})  # pylint: disable=protected-access
+    if unread:
+      config.l2tl[unread] = "reinforce" if unread == "estimator" else "mean"
+      config.l2tl.policy_lr = 0.5
+      assert train.config_changes(config, str(workdir)) == {}, method
+    if read:
+      config.l2tl[read] = ("reinforce" if read == "estimator" else
+                           "reference")
+      assert list(train.config_changes(config, str(workdir))) == [
+          f"l2tl.{read}"], method
