@@ -63,7 +63,7 @@ classes by the pre-trained classifier's predictions on the target images,
 ranks them perfectly here: a learned selector has to be compared with it.
 
 Against the same benchmark without the noise (mixed_domain.py, same
-protocol, seeds and code; experiments/reports/study/mixed_domain_oracles):
+protocol, seeds and code; experiments/reports/study/mixed_domain_v2):
 joint_uniform 68.86 ± 0.66, oracle_up 71.28 ± 1.19 (2.42 points, 2.04
 spreads). The noise costs joint_uniform 2.50 points, oracle_up 1.91 and
 finetune 1.03 (pre-training sees the noisy labels too); the paired gap
