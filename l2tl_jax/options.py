@@ -57,8 +57,11 @@ class L2TLOptions:
     skip_nonfinite: leave the state unchanged when a loss or gradient is not
       finite (the step is reported in 'train/nonfinite').
     estimator: how the policy learns (`l2tl_jax.estimators.ESTIMATORS`).
-      'reinforce' (reference): sample discrete actions, score them by the
-      reward, REINFORCE. 'meta_gradient':
+      'alignment_ema' (mode 'recommended'), 'alignment_reinforce' and
+      'l2rw' learn class weights from the per-example alignment of source
+      and validation gradients (alpha stays fixed; see the estimators
+      module). 'reinforce' (reference): sample discrete actions, score them
+      by the reward, REINFORCE. 'meta_gradient':
       no sampling; the model trains with the policy's EXPECTED class weights
       and alpha, and the policy descends the exact gradient of the
       validation cross-entropy after the inner step(s) with respect to its
