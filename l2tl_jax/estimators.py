@@ -448,11 +448,15 @@ def _alignment_signal(state, data: OuterData, spec: Spec):
           mean_score)
 
 
-def _ema_step(est: AlignmentState, weights, labels, spec: Spec):
-  """The EMAs after one scored step: (num, den)."""
+def _class_sums(est: AlignmentState, weights, labels, spec: Spec):
+  """This step's per-class (sum of w_i, count), global."""
+  return outer.class_sums(weights, labels, est.num.shape[0],
+                          spec.problem.axis_name)
+
+
+def _ema_step(est: AlignmentState, sums, counts, spec: Spec):
+  """The EMAs after one scored step with class sums and counts: (num, den)."""
   m = spec.options.alignment_momentum
-  sums, counts = outer.class_sums(weights, labels, est.num.shape[0],
-                                  spec.problem.axis_name)
   return m * est.num + (1 - m) * sums, m * est.den + (1 - m) * counts
 
 
@@ -478,7 +482,7 @@ def alignment_update(state, data: OuterData, spec: Spec) -> Outcome:
 
   def scored(est):
     weights, labels, mean_score = _alignment_signal(state, data, spec)
-    num, den = _ema_step(est, weights, labels, spec)
+    num, den = _ema_step(est, *_class_sums(est, weights, labels, spec), spec)
     return est.replace(num=num, den=den, count=est.count + 1), mean_score
 
   def skipped(est):
@@ -544,9 +548,8 @@ def alignment_reinforce_update(state, data: OuterData, spec: Spec) -> Outcome:
   actions = _sample(state, opts, None)
   class_w, alpha = _action_weights(actions, spec)
   weights, labels, mean_score = _alignment_signal(state, data, spec)
-  sums, counts = outer.class_sums(weights, labels, est.num.shape[0],
-                                  spec.problem.axis_name)
-  num, den = _ema_step(est, weights, labels, spec)
+  sums, counts = _class_sums(est, weights, labels, spec)
+  num, den = _ema_step(est, sums, counts, spec)
   expected = policy_lib.expected_class_weights(state.policy_params,
                                                opts.class_weight_divisor)
   advantages = jax.lax.stop_gradient(per_class_advantages(
@@ -592,7 +595,7 @@ def l2rw_update(state, data: OuterData, spec: Spec) -> Outcome:
   """
   est = state.estimator_state
   weights, labels, mean_score = _alignment_signal(state, data, spec)
-  num, den = _ema_step(est, weights, labels, spec)
+  num, den = _ema_step(est, *_class_sums(est, weights, labels, spec), spec)
   est = est.replace(num=num, den=den, count=est.count + 1,
                     weights=mean_one(alignment_class_means(num, den)))
   keep = data.tgt["label"].shape[-1] * parallel.axis_size(
