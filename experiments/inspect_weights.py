@@ -12,6 +12,13 @@ the top-k classes. ImageNet class names are not shipped with any installed
 package; for 1000-way heads the WordNet IDs (TFDS's imagenet2012 labels.txt,
 the same sorted order as torchvision's and BiT-S's class indices) are shown
 next to the indices.
+
+Exit codes as experiments.main (experiments/cli.py): a user error (a bad or
+misfit weights file, a missing image folder, an image that does not decode)
+is one line 'error: ...' on stderr and exit code 2. Hidden files (macOS '._*'
+AppleDouble files among them) are skipped as the training folder scan skips
+them; an image too large to decode safely (Pillow's decompression-bomb limit)
+is an error.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Callable, Sequence
 import importlib.util
 import os
 from typing import Any
+import warnings
 
 from absl import app
 from absl import flags
@@ -27,12 +35,16 @@ import jax
 import numpy as np
 from PIL import Image
 
+from experiments import cli
+from l2tl_jax import data
 from l2tl_jax import models
 from l2tl_jax import weights
+from l2tl_jax.data import folder
 
 _IMAGES = flags.DEFINE_string(
     "images", None, "Folder of images to classify (not searched recursively).")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes shown per image.")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "Classes shown per image.",
+                              lower_bound=1)
 _ITEM = flags.DEFINE_enum("item", "state", ["state", "best"],
                           "For a run's checkpoint: latest or val-selected.")
 
@@ -59,23 +71,74 @@ def imagenet_wnids() -> list[str] | None:
   return None
 
 
+def image_paths(images: str) -> list[str]:
+  """The image files directly in folder `images`, sorted.
+
+  Hidden files are skipped, as `data.folder`'s scan skips them for training
+  (a name starting with '.': macOS '._*' AppleDouble files among them).
+
+  Raises:
+    DataError: `images` is missing, not a folder, or cannot be listed.
+  """
+  if not os.path.isdir(images):
+    what = "not a folder" if os.path.exists(images) else "no such folder"
+    raise data.DataError(f"--images={images}: {what}; give the folder that "
+                         "holds the images to classify.")
+  try:
+    names = os.listdir(images)
+  except OSError as e:
+    raise data.DataError(f"--images={images}: cannot list the folder: "
+                         f"{e.strerror or e}.") from e
+  return sorted(os.path.join(images, name) for name in names
+                if not name.startswith(".")
+                and name.lower().endswith(IMAGE_SUFFIXES)
+                and os.path.isfile(os.path.join(images, name)))
+
+
+def _decode(path: str) -> np.ndarray:
+  """uint8 [H, W, 1 or 3] of an image file, decoded as training decodes."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise data.DataError(f"Cannot read image {path}: {e.strerror or e}; "
+                         "check its permissions, or remove it.") from e
+  bombs = (Image.DecompressionBombError, Image.DecompressionBombWarning)
+  with warnings.catch_warnings():
+    # Past MAX_IMAGE_PIXELS Pillow only warns (an error from twice that).
+    warnings.simplefilter("error", Image.DecompressionBombWarning)
+    try:
+      return folder.decode_image(raw, path)
+    except data.DataError as e:
+      if isinstance(e.__cause__, bombs):
+        raise data.DataError(
+            f"Image {path} is too large to decode safely ({e.__cause__}); "
+            "shrink it or remove it from the folder.") from e
+      raise
+
+
 def load_image(path: str, family: str | None) -> np.ndarray:
-  """An image file as the family's evaluation input, uint8 [224, 224, 3]."""
-  with Image.open(path) as img:
-    img = img.convert("RGB")
-    if family is not None and family.startswith("bit"):
-      img = img.resize((EVAL_CROP, EVAL_CROP), Image.BILINEAR)
-    else:  # torchvision: Resize(256) (shorter side), CenterCrop(224).
-      w, h = img.size
-      scale = EVAL_RESIZE / min(w, h)
-      size = (max(EVAL_RESIZE, round(w * scale)),
-              max(EVAL_RESIZE, round(h * scale)))
-      img = img.resize(size, Image.BILINEAR)
-      w, h = img.size
-      left = int(round((w - EVAL_CROP) / 2.0))
-      top = int(round((h - EVAL_CROP) / 2.0))
-      img = img.crop((left, top, left + EVAL_CROP, top + EVAL_CROP))
-    return np.asarray(img, np.uint8)
+  """An image file as the family's evaluation input, uint8 [224, 224, 3].
+
+  Raises:
+    DataError: the file cannot be read or decoded, or is too large.
+  """
+  pixels = _decode(path)
+  img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+  img = img.convert("RGB")
+  if family is not None and family.startswith("bit"):
+    img = img.resize((EVAL_CROP, EVAL_CROP), Image.BILINEAR)
+  else:  # torchvision: Resize(256) (shorter side), CenterCrop(224).
+    w, h = img.size
+    scale = EVAL_RESIZE / min(w, h)
+    size = (max(EVAL_RESIZE, round(w * scale)),
+            max(EVAL_RESIZE, round(h * scale)))
+    img = img.resize(size, Image.BILINEAR)
+    w, h = img.size
+    left = int(round((w - EVAL_CROP) / 2.0))
+    top = int(round((h - EVAL_CROP) / 2.0))
+    img = img.crop((left, top, left + EVAL_CROP, top + EVAL_CROP))
+  return np.asarray(img, np.uint8)
 
 
 def describe(loaded: weights.Loaded) -> list[str]:
@@ -116,11 +179,19 @@ def describe(loaded: weights.Loaded) -> list[str]:
 def predict(loaded: weights.Loaded, image_paths: Sequence[str], *,
             top_k: int = 5, batch_size: int = 16
             ) -> list[list[tuple[int, float]]]:
-  """Top-k (class, probability) of the file's classifier for each image."""
+  """Top-k (class, probability) of the file's classifier for each image.
+
+  Raises:
+    WeightsError: the file has no classifier, or its encoder is unknown.
+    DataError: an image cannot be read or decoded.
+  """
+  source = loaded.info.get("path", "the weights")
   if not loaded.source_head_classes:
-    raise ValueError("The file has no classifier; nothing to predict.")
+    raise weights.WeightsError(f"{source}: has no classifier, so nothing to "
+                               "predict; leave out --images.")
   if loaded.family is None:
-    raise ValueError("The encoder of this checkpoint is not recognised.")
+    raise weights.WeightsError(f"{source}: the encoder of this checkpoint is "
+                               "not recognised, so it cannot be run.")
   model = models.make_model(loaded.family,
                             num_src_classes=loaded.source_head_classes,
                             encoder_kwargs=loaded.encoder_kwargs)
@@ -150,14 +221,20 @@ def predict(loaded: weights.Loaded, image_paths: Sequence[str], *,
 
 def inspect(path: str, *, images: str | None = None, top_k: int = 5,
             item: str = "state", emit: Callable[[str], Any] = print) -> None:
-  """Prints `describe` and, with `images`, the top-k predictions."""
+  """Prints `describe` and, with `images`, the top-k predictions.
+
+  Raises:
+    WeightsError: the file cannot be read, fits no known architecture, or
+      (with `images`) has no classifier.
+    DataError: `images` is not a folder (checked before the file is read),
+      or one of its images does not decode.
+  """
+  paths = None if images is None else image_paths(images)
   loaded = weights.load(path, item=item)
   for line in describe(loaded):
     emit(line)
-  if images is None:
+  if paths is None:
     return
-  paths = sorted(os.path.join(images, f) for f in os.listdir(images)
-                 if f.lower().endswith(IMAGE_SUFFIXES))
   if not paths:
     emit(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {images}")
     return
@@ -177,13 +254,11 @@ def inspect(path: str, *, images: str | None = None, top_k: int = 5,
 def main(argv):
   if len(argv) != 2:
     raise app.UsageError("Usage: python -m experiments.inspect_weights FILE "
-                         "[--images=DIR] [--top_k=5]")
-  try:
-    inspect(argv[1], images=_IMAGES.value, top_k=_TOP_K.value,
-            item=_ITEM.value)
-  except (weights.WeightsError, ValueError) as e:
-    raise SystemExit(f"error: {e}") from e
+                         "[--images=DIR] [--top_k=5]", exitcode=2)
+  cli.setup_logging(None)
+  cli.run_or_exit(inspect, argv[1], images=_IMAGES.value, top_k=_TOP_K.value,
+                  item=_ITEM.value)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

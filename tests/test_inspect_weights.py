@@ -10,10 +10,12 @@ from PIL import Image
 import pytest
 from safetensors import numpy as st_numpy
 
+from experiments import cli
 from experiments import inspect_weights
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(REPO_ROOT, "tests", "fixtures")
+BASIC = os.path.join(FIXTURES, "tv_basic.safetensors")
 
 
 @pytest.fixture(name="images")
@@ -78,6 +80,54 @@ def test_a_1000_way_head_shows_wordnet_ids_when_tfds_is_installed(
     assert wnids[int(row[0])] == row[1]
 
 
+def _run(capsys, path, **kwargs):
+  """(exit code, stderr) of `inspect` called as the command calls it."""
+  lines = []
+  with pytest.raises(SystemExit) as info:
+    cli.run_or_exit(inspect_weights.inspect, path, emit=lines.append,
+                    **kwargs)
+  return info.value.code, capsys.readouterr().err, lines
+
+
+def test_a_missing_image_folder_is_refused_before_the_file_is_read(
+    tmp_path, capsys):
+  missing = os.path.join(tmp_path, "no_images")
+  code, err, lines = _run(capsys, os.path.join(tmp_path, "absent.npz"),
+                          images=missing)
+  assert code == 2 and lines == []
+  assert err == (f"error: --images={missing}: no such folder; give the folder "
+                 "that holds the images to classify.\n")
+  code, err, _ = _run(capsys, "absent.npz")  # Also exit code 2.
+  assert code == 2 and err == "error: absent.npz: no such file or directory.\n"
+
+
+def test_apple_double_files_are_skipped_as_in_training(images):
+  # What macOS writes next to each file on a non-Mac disk: not an image.
+  with open(os.path.join(images, "._cat.png"), "wb") as f:
+    f.write(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        ")
+  lines = []
+  inspect_weights.inspect(BASIC, images=images, top_k=1, emit=lines.append)
+  shown = [line for line in lines if line.endswith(":")
+           and not line.startswith(("mapping", "class names"))]
+  assert shown == ["cat.png:", "dog.jpg:"]
+
+
+@pytest.mark.parametrize("side", [40, 50])  # Warning, error (> 2 x limit).
+def test_a_decompression_bomb_is_one_line(tmp_path, capsys, monkeypatch,
+                                          side):
+  folder = os.path.join(tmp_path, "images")
+  os.makedirs(folder)
+  path = os.path.join(folder, "bomb.png")
+  Image.fromarray(np.zeros((side, side, 3), np.uint8)).save(path)
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+  code, err, _ = _run(capsys, BASIC, images=folder)
+  assert code == 2
+  assert err.startswith(f"error: Image {path} is too large to decode safely "
+                        f"(Image size ({side * side} pixels) exceeds limit")
+  assert err.endswith("shrink it or remove it from the folder.\n")
+  assert err.count("\n") == 1
+
+
 def test_command_line(images):
   result = subprocess.run(
       [sys.executable, "-m", "experiments.inspect_weights",
@@ -88,10 +138,13 @@ def test_command_line(images):
   assert result.returncode == 0, result.stderr
   assert "source head: 7 classes" in result.stdout
   assert "dog.jpg:" in result.stdout
+  missing = os.path.join(images, "missing")
   bad = subprocess.run(
       [sys.executable, "-m", "experiments.inspect_weights",
-       os.path.join(FIXTURES, "make_resnet_fixtures.py")],
+       os.path.join(FIXTURES, "make_resnet_fixtures.py"),
+       f"--images={missing}"],
       cwd=REPO_ROOT, capture_output=True, text=True, check=False,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert bad.returncode == 1
-  assert "error:" in bad.stderr and "unknown weights format" in bad.stderr
+  assert bad.returncode == 2  # A user error, as in experiments.main.
+  assert bad.stderr == (f"error: --images={missing}: no such folder; give the "
+                        "folder that holds the images to classify.\n")

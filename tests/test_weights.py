@@ -1,6 +1,7 @@
 """Weight files read into this project's trees: formats, checkpoints, errors."""
 
 import os
+import pickle
 import sys
 
 import chex
@@ -234,6 +235,125 @@ def test_unknown_format_and_missing_file(tmp_path):
     weights.load(path)
   with pytest.raises(weights.WeightsError, match="no such file"):
     weights.load(os.path.join(tmp_path, "absent.safetensors"))
+
+
+def test_a_symlink_loop_and_a_broken_link_are_named(tmp_path):
+  loop = os.path.join(tmp_path, "loop.safetensors")
+  os.symlink(loop, loop)
+  with pytest.raises(weights.WeightsError,
+                     match=f"^{loop}: symlink loop .*point the link at"):
+    weights.load(loop)
+  broken = os.path.join(tmp_path, "broken.safetensors")
+  os.symlink("absent.safetensors", broken)
+  with pytest.raises(weights.WeightsError,
+                     match=f"^{broken}: broken symlink to 'absent"):
+    weights.load(broken)
+
+
+def _write_as(tmp_path, content):
+  """A file holding the fixture as `content` (a format of `sniff_format`)."""
+  if content == "pickle":  # What an older torch.save starts with.
+    path = os.path.join(tmp_path, "source.pickle")
+    with open(path, "wb") as f:
+      f.write(pickle.dumps({"conv1.weight": np.zeros(3)}, protocol=2))
+    return path
+  return _save(tmp_path, _fixture_dict(), f"source.{content}")
+
+
+@pytest.mark.parametrize("content, name, expected", [
+    ("safetensors", "w.npz",
+     "this file is a safetensors file named .npz: rename it to .safetensors"),
+    ("npz", "w.safetensors", "this file is an npz file (a zip of .npy arrays) "
+     "named .safetensors: rename it to .npz"),
+    ("safetensors", "w.pth",
+     "this file is a safetensors file named .pth: rename it to .safetensors"),
+    ("npz", "weights", "this file is an npz file (a zip of .npy arrays) "
+     "without an extension: rename it to .npz"),
+    ("pickle", "w.npz", "this file is a pickle file (an older torch.save) "
+     "named .npz: rename it to .pth"),
+])
+def test_the_content_decides_the_format(tmp_path, content, name, expected):
+  path = os.path.join(tmp_path, name)
+  os.rename(_write_as(tmp_path, content), path)
+  assert weights.sniff_format(path) == content
+  with pytest.raises(weights.WeightsError) as info:
+    weights.load(path)
+  assert str(info.value) == f"{path}: {expected}."
+
+
+def test_a_file_that_is_no_zip_named_npz_is_not_called_a_pickle(tmp_path):
+  path = os.path.join(tmp_path, "w.npz")
+  with open(path, "wb") as f:
+    f.write(b"GIF89a not weights at all")
+  with pytest.raises(weights.WeightsError,
+                     match="unreadable npz file.*does not start like") as info:
+    weights.load(path)
+  assert "pickle" not in str(info.value)
+  with open(path, "wb"):
+    pass
+  with pytest.raises(weights.WeightsError, match=f"^{path}: empty file"):
+    weights.load(path)
+
+
+@pytest.mark.parametrize("name", ["w.safetensors", "w.npz"])
+def test_nan_or_inf_in_any_tensor_is_refused_at_load(tmp_path, name):
+  flat = _fixture_dict()
+  flat["layer2.0.bn1.running_var"][[0, 3]] = np.nan
+  flat["conv1.weight"][0, 0, 0, 0] = np.inf
+  flat["fc.bias"][:] = -np.inf
+  path = _save(tmp_path, flat, name)
+  with pytest.raises(weights.WeightsError) as info:
+    weights.load(path)
+  assert str(info.value) == (
+      f"{path}: 3 tensor(s) holding NaN or inf values: conv1.weight "
+      "(1 inf of 588), fc.bias (7 inf of 7), layer2.0.bn1.running_var (2 NaN "
+      "of 8). The file is damaged or was exported wrongly (weights are finite "
+      "floating-point numbers): download or export it again.")
+
+
+def test_many_bad_tensors_are_counted_not_all_listed(tmp_path):
+  flat = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
+          for k, v in _fixture_dict().items()}
+  count = len([k for k in flat if not k.endswith("num_batches_tracked")])
+  with pytest.raises(weights.WeightsError) as info:
+    weights.load(_save(tmp_path, flat))
+  message = str(info.value)
+  assert (f": {count} tensor(s) holding NaN or inf values: bn1.bias (4 NaN of "
+          "4), bn1.running_mean (4 NaN of 4), bn1.running_var (4 NaN of 4), "
+          "bn1.weight (4 NaN of 4), conv1.weight (588 NaN of 588) and "
+          f"{count - 5} more. The file is damaged") in message
+
+
+def test_integer_tensors_are_refused_but_step_counters_dropped(tmp_path):
+  flat = _fixture_dict()
+  assert flat["bn1.num_batches_tracked"].dtype == np.int64  # As torchvision.
+  flat["conv1.weight"] = flat["conv1.weight"].astype(np.int64)
+  flat["layer1.0.bn2.running_mean"] = np.zeros(4, np.int32)
+  path = _save(tmp_path, flat)
+  with pytest.raises(weights.WeightsError) as info:
+    weights.load(path)
+  assert str(info.value).startswith(
+      f"{path}: 2 tensor(s) not floating point: conv1.weight (int64), "
+      "layer1.0.bn2.running_mean (int32). The file is damaged or was "
+      "exported wrongly")
+  loaded = weights.load(BOTTLENECK)  # Integer step counters: ignored.
+  assert "bn1.num_batches_tracked" in loaded.info["ignored"]
+
+
+def test_a_checkpoint_with_nan_is_refused(tmp_path, narrow):
+  params, model_state = narrow
+  params = {k: v for k, v in params.items() if k != "tgt_head"}
+  model_state = jax.tree.map(np.array, model_state)
+  model_state["batch_stats"]["encoder"]["bn1"]["var"][1] = np.nan
+  entry = os.path.join(tmp_path, "cache", "abc123")
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save(os.path.join(entry, "variables"),
+               {"params": params, "model_state": model_state})
+  with pytest.raises(weights.WeightsError,
+                     match=r"variables: 1 tensor\(s\) holding NaN or inf "
+                           r"values: batch_stats/encoder/bn1/var \(1 NaN of "
+                           r"4\)"):
+    weights.load(entry)
 
 
 def test_bit_missing_keys_use_the_official_names(tmp_path):
