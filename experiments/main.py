@@ -43,6 +43,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.setup_logging(None)  # A quiet console from the first line on.
   # Before anything else starts JAX's backends.
   try:
     distributed.initialize(_CONFIG.value.get("distributed"), os.environ)

@@ -8,7 +8,9 @@ directory and renames it when complete, so a crash mid-save leaves no
 checkpoint that restores wrongly: the previous one stays the latest.
 A SHA-256 of every file of a step is written beside it once it is complete
 and checked before it is restored; a damaged step is moved aside and the
-previous good one used.
+previous good one used. An intact step whose arrays have other names or
+shapes than the run's (a changed method or encoder) is never moved: the
+restore stops with `IncompatibleError` naming the differences.
 
 `exclusive_lock` gives one process at a time a workdir or a cache entry.
 Files are created with the user's umask (as `open` would), not 0600.
@@ -28,6 +30,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -37,6 +40,8 @@ from absl import logging
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from flax import serialization
 
 from l2tl_jax import distributed
 
@@ -49,6 +54,17 @@ class LockedError(RuntimeError):
 
 class DamagedError(RuntimeError):
   """Persisted state failed its integrity check and nothing good is left."""
+
+
+class IncompatibleError(ValueError):
+  """An intact checkpoint holds arrays of other names or shapes."""
+
+  def __init__(self, step: int, differences: list[str]):
+    self.step, self.differences = step, differences
+    shown = "; ".join(differences[:6])
+    more = f"; and {len(differences) - 6} more" if len(differences) > 6 else ""
+    super().__init__(f"checkpoint step {step} holds other arrays than this "
+                     f"run's state ({shown}{more})")
 
 
 def _umask() -> int:
@@ -151,6 +167,58 @@ def verify(directory: str) -> str | None:
   return None
 
 
+def _leaf_name(path) -> str:
+  return ".".join(str(getattr(k, "key", getattr(k, "name",
+                                               getattr(k, "idx", k))))
+                  for k in path)
+
+
+def leaf_shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+  """Dotted leaf name -> shape, named as a checkpoint names them."""
+  tree = serialization.to_state_dict(tree)
+  return {_leaf_name(path): tuple(np.shape(leaf)) for path, leaf in
+          jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def shape_differences(saved: dict[str, tuple[int, ...]],
+                      expected: dict[str, tuple[int, ...]]) -> list[str]:
+  """What differs between two `leaf_shapes` maps, one line per kind."""
+  out = []
+  missing = sorted(expected.keys() - saved.keys())
+  extra = sorted(saved.keys() - expected.keys())
+  changed = sorted(k for k in saved.keys() & expected.keys()
+                   if tuple(saved[k]) != tuple(expected[k]))
+  if missing:
+    out.append(f"{len(missing)} array(s) this run needs are not in it: "
+               + ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else ""))
+  if extra:
+    out.append(f"{len(extra)} array(s) in it this run does not have: "
+               + ", ".join(extra[:4]) + (", ..." if len(extra) > 4 else ""))
+  for k in changed[:4]:
+    out.append(f"{k} has shape {tuple(saved[k])} there, "
+               f"{tuple(expected[k])} here")
+  if len(changed) > 4:
+    out.append(f"{len(changed) - 4} more array(s) of another shape")
+  return out
+
+
+_OS_ERROR = re.compile(r"os_error_code='?(\d+)")
+
+
+def as_os_error(e: Exception, path: str) -> OSError | None:
+  """The OSError inside a storage library's error text (disk full, ...)."""
+  if isinstance(e, OSError):
+    return e
+  match = _OS_ERROR.search(str(e))
+  if match:
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), path)
+  for code in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+    if os.strerror(code) in str(e):
+      return OSError(code, os.strerror(code), path)
+  return None
+
+
 def move_aside(path: str) -> str:
   """Renames a damaged `path` to `<path>.damaged-<time>`; returns the name."""
   target = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -231,6 +299,9 @@ class Checkpointer:
   def _open(self) -> None:
     self._manager = ocp.CheckpointManager(
         self.directory,
+        item_handlers={"state": ocp.StandardCheckpointHandler(),
+                       "best": ocp.StandardCheckpointHandler(),
+                       "host": ocp.JsonCheckpointHandler()},
         options=ocp.CheckpointManagerOptions(
             max_to_keep=self._max_to_keep,
             enable_async_checkpointing=False,
@@ -266,6 +337,8 @@ class Checkpointer:
 
     Raises:
       DamagedError: every checkpoint is damaged.
+      IncompatibleError: the newest intact checkpoint holds arrays of other
+        names or shapes than `state` and `best` (nothing is moved).
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
     state, best = distributed.to_global((state, best))
@@ -273,6 +346,7 @@ class Checkpointer:
     for step in steps:
       problem = verify(self.step_dir(step))
       if problem is None:
+        self._check_shapes(step, state=state, best=best)
         try:
           restored = self.restore(step, state=state, best=best)
         except Exception as e:  # pylint: disable=broad-except
@@ -298,20 +372,47 @@ class Checkpointer:
           f"(*.damaged-*); rerun to start {self.directory} from step 0.")
     return None
 
+  def _check_shapes(self, step: int, *, state: Any, best: Any) -> None:
+    """Raises IncompatibleError if step's arrays are not those of the run."""
+    try:
+      metadata = self._manager.item_metadata(step)
+      saved = {item: {_leaf_name(path): tuple(leaf.shape) for path, leaf in
+                      jax.tree_util.tree_leaves_with_path(metadata[item])}
+               for item in ("state", "best")}
+    except Exception:  # pylint: disable=broad-except
+      return  # Unreadable metadata: the restore itself tells.
+    differences = []
+    for item, tree in (("state", state), ("best", best)):
+      differences += [f"{item}: {d}" for d in
+                      shape_differences(saved[item], leaf_shapes(tree))]
+    if differences:
+      raise IncompatibleError(step, differences)
+
   def save(self, step: int, *, state: Any, best: Any, host: dict) -> None:
-    """Saves synchronously (returns when the checkpoint is complete)."""
+    """Saves synchronously (returns when the checkpoint is complete).
+
+    Raises:
+      OSError: the storage refused the write (disk full, permissions); the
+        unfinished step is left as a temporary that the next start removes.
+    """
     if self._manager.latest_step() == step:
       return
     state, best = distributed.to_global((state, best))
-    self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            best=ocp.args.StandardSave(best),
-            host=ocp.args.JsonSave(host),
-        ),
-    )
-    self._manager.wait_until_finished()
+    try:
+      self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              best=ocp.args.StandardSave(best),
+              host=ocp.args.JsonSave(host),
+          ),
+      )
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except
+      os_error = as_os_error(e, self.step_dir(step))
+      if os_error is None:
+        raise
+      raise os_error from e
     if distributed.is_primary():
       write_checksums(self.step_dir(step))
 

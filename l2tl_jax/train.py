@@ -207,9 +207,32 @@ def _is_default(key: str, value: Any) -> bool:
   return name in defaults and defaults[name] == value
 
 
+# Fields that define what is trained: the method, the policy's estimator and
+# the encoder's architecture. A saved run's checkpoints hold other arrays
+# under another value, so a change is never accepted on resume.
+STRUCTURAL_FIELDS = ("method", "l2tl.mode", "l2tl.estimator", "model.encoder",
+                     "model.encoder_kwargs.")
+
+
+def _structural(key: str) -> bool:
+  return any(key == f or (f.endswith(".") and key.startswith(f))
+             for f in STRUCTURAL_FIELDS)
+
+
 def _check_changes(changes: dict[str, tuple[Any, Any]], workdir: str,
                    accept_changes: tuple[str, ...]) -> None:
-  """Refuses changed fields that were not accepted."""
+  """Refuses changed fields that were not accepted, and structural ones."""
+  structural = {k: v for k, v in changes.items() if _structural(k)}
+  if structural:
+    details = "; ".join(f"{k}: {old!r} -> {new!r}"
+                        for k, (old, new) in structural.items())
+    raise ConfigMismatchError(
+        f"Workdir {workdir} holds a run of another method or architecture "
+        f"({details}): its checkpoints cannot continue as this run, so "
+        "--accept_changes does not apply to these fields. Start this "
+        "config in a new workdir: rerun the same command with another "
+        f"--workdir (e.g. --workdir={workdir}-{_suffix(structural)}); "
+        "nothing in this one was changed.")
   refused = {k: v for k, v in changes.items() if k not in accept_changes}
   if not refused:
     return
@@ -221,6 +244,14 @@ def _check_changes(changes: dict[str, tuple[Any, Any]], workdir: str,
       "its last checkpoint with these changes, add --accept_changes="
       f"{','.join(refused)} (experiments.main); otherwise use a new "
       "--workdir, or delete this one to start over.")
+
+
+def _suffix(changes: dict[str, tuple[Any, Any]]) -> str:
+  """A workdir suffix naming the new values, e.g. 'joint_uniform'."""
+  parts = [str(new) for _, new in changes.values()
+           if isinstance(new, (str, int, float))]
+  text = "-".join(parts) or "new"
+  return "".join(c if c.isalnum() or c in "_-." else "_" for c in text)[:40]
 
 
 def _save_config(config: ml_collections.ConfigDict, workdir: str,
@@ -512,11 +543,43 @@ def train_and_evaluate(
     loaded = weights.load(config.model.init_from)
     _check_family(config, loaded)
     config = _preprocessing_for(config, loaded.family)
+  if not workdir or not str(workdir).strip():
+    raise validation.ConfigError(
+        "The workdir is empty: name the directory the run writes to (e.g. "
+        "--workdir=runs/my_run); an empty one would write into the current "
+        "directory.")
   workdir = os.path.abspath(workdir)
+  finished = _finished_results(config, workdir)
+  if finished is not None:  # Read without the lock: read-only storage works.
+    return finished
+  # Refused before the lock file is written (and again under the lock).
+  _check_changes(config_changes(config, workdir), workdir,
+                 tuple(accept_changes))
   os.makedirs(workdir, exist_ok=True)
   with checkpointing.exclusive_lock(os.path.join(workdir, ".lock"),
                                     what=f"Workdir {workdir}"):
     return _train_locked(config, workdir, tuple(accept_changes), loaded)
+
+
+def _finished_results(config, workdir: str) -> dict[str, Any] | None:
+  """results.json of a complete run of `config` in `workdir`, else None.
+
+  Raises:
+    ConfigMismatchError: the complete run has another config.
+  """
+  results_path = os.path.join(workdir, "results.json")
+  if not os.path.exists(results_path):
+    return None
+  changes = config_changes(config, workdir)
+  if changes:
+    raise ConfigMismatchError(
+        f"The run in {workdir} is complete; changed fields "
+        f"({', '.join(changes)}) only continue unfinished runs. Use a new "
+        "--workdir.")
+  with open(results_path) as f:
+    results = json.load(f)
+  logging.info("Run already complete: %s", results_path)
+  return results
 
 
 def _preprocessing_for(config, family: str | None):
@@ -540,16 +603,9 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
   changes = config_changes(config, workdir)
   _check_changes(changes, workdir, accept_changes)
   results_path = os.path.join(workdir, "results.json")
-  if os.path.exists(results_path):
-    if changes:
-      raise ConfigMismatchError(
-          f"The run in {workdir} is complete; changed fields "
-          f"({', '.join(changes)}) only continue unfinished runs. Use a new "
-          "--workdir.")
-    with open(results_path) as f:
-      results = json.load(f)
-    logging.info("Run already complete: %s", results_path)
-    return results
+  finished = _finished_results(config, workdir)  # Finished while we waited.
+  if finished is not None:
+    return finished
 
   par = parallel.Parallelism(config.parallelism)
   method = methods.get(config.method)
@@ -561,11 +617,17 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
   sizes = ", ".join(f"{k} {len(v)}" for k, v in task.splits().items())
   logging.info("Data ready: %s -> %s (%s).", config.data.source,
                config.data.target, sizes)
+  if config.train.batch_size > len(task.tgt_train):
+    logging.warning(
+        "config.train.batch_size=%d is above the %d target train examples: "
+        "every batch repeats examples (an epoch is shorter than a batch).",
+        config.train.batch_size, len(task.tgt_train))
   run = _Run(config, task, workdir, par, loaded)
-  # Written once the run could be built, so a bad start locks nothing in.
+  loop = _HostLoop(run, workdir, accepted=changes)
+  # Written once the run was built and its checkpoint restored, so a bad
+  # start leaves the saved run as it was.
   if distributed.is_primary():
     _save_config(config, workdir, changes)
-  loop = _HostLoop(run, workdir)
   interrupted = loop.train()
   if interrupted is not None:
     return interrupted
@@ -611,8 +673,9 @@ class _HostLoop:
   TensorBoard and the progress bar.
   """
 
-  def __init__(self, run: _Run, workdir: str):
+  def __init__(self, run: _Run, workdir: str, accepted=None):
     self.run, self.config = run, run.config
+    self.accepted = accepted or {}
     self.workdir = workdir
     self.primary = distributed.is_primary()
     self.ckpt = checkpointing.Checkpointer(
@@ -637,7 +700,17 @@ class _HostLoop:
     one used). The data must be what the run started with.
     """
     self.ckpt.clean_temporaries()  # The workdir lock is ours.
-    restored = self.ckpt.restore_latest_good(state=template, best=self.best)
+    try:
+      restored = self.ckpt.restore_latest_good(state=template, best=self.best)
+    except checkpointing.IncompatibleError as e:
+      fields = (f"the accepted change(s) {', '.join(self.accepted)} alter "
+                "the trained arrays" if self.accepted else
+                "the config differs in a way the saved config does not show "
+                "(e.g. another code version)")
+      raise ConfigMismatchError(
+          f"The run in {self.workdir} is incompatible with the saved run: "
+          f"{fields}; {e}. Nothing was changed in the workdir. Start this "
+          "config in a new --workdir, or rerun without the changes.") from e
     identity = self.run.task.identity()
     if restored is None:
       self.host["task"] = identity
@@ -653,6 +726,11 @@ class _HostLoop:
     self.run.batches.set_state(self.host["batches"])
     logging.info("Resumed from step %d (%s)", int(state.step),
                  self.ckpt.directory)
+    if int(state.step) > self.config.train.steps:
+      logging.warning(
+          "The checkpoint is at step %d, past config.train.steps=%d: no step "
+          "is trained and the results are those of step %d.",
+          int(state.step), self.config.train.steps, int(state.step))
     return int(state.step)
 
   def save(self, step: int) -> None:
@@ -769,12 +847,27 @@ class _HostLoop:
     """Full-validation accuracy; keeps the best params for selection."""
     s = self.run.host_state()
     val = self.run.evaluate((s.params, s.model_state), self.run.task.tgt_val)
+    _check_finite_eval(val, "validation", step, self.config.method)
     self._write({"step": step, "eval/val_accuracy": val["accuracy"],
                  "eval/val_loss": val["loss"]})
     self._scalar("eval/val_accuracy", val["accuracy"], step)
     if val["accuracy"] > self.host["best"]["val_accuracy"]:
       self.host["best"] = {"step": step, "val_accuracy": val["accuracy"]}
       self.best = (s.params, s.model_state)
+
+
+def _check_finite_eval(metrics: dict[str, float], split: str, step: int,
+                       method: str) -> None:
+  """A non-finite evaluation loss stops the run like a non-finite step."""
+  if np.isfinite(metrics["loss"]):
+    return
+  raise NonFiniteError(
+      f"The {split} loss of {method} is {metrics['loss']} at step {step} "
+      f"(accuracy {metrics['accuracy']:.3f}): the model's outputs are not "
+      "finite in evaluation mode, so no result is written. A loaded weights "
+      "file with damaged batch-norm statistics, or a divergence the "
+      "training loss did not show, does this; check config.model.init_from "
+      "and the learning rate.")
 
 
 def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
@@ -789,11 +882,13 @@ def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
   }
   if task.tgt_test is not None:
     test = run.evaluate((state.params, state.model_state), task.tgt_test)
+    _check_finite_eval(test, "test", int(state.step), config.method)
     results["test_accuracy"] = test["accuracy"]
     results["test_loss"] = test["loss"]
     results["test_examples"] = int(test["count"])
   if task.tgt_val is not None:
     val = run.evaluate((state.params, state.model_state), task.tgt_val)
+    _check_finite_eval(val, "validation", int(state.step), config.method)
     results["val_accuracy"] = val["accuracy"]
     if host["best"]["step"] > 0:
       selected = {"step": host["best"]["step"],

@@ -174,6 +174,42 @@ def test_every_checkpoint_damaged_is_an_error(tmp_path):
     ckpt.restore_latest_good(state=_state(0.0), best=_state(0.0))
 
 
+def test_an_intact_checkpoint_of_other_arrays_is_never_moved(tmp_path):
+  directory = str(tmp_path / "ckpt")
+  ckpt = _saved(directory)
+  before = sorted(os.listdir(directory))
+  other = {"w": jnp.zeros((4,)), "v": jnp.zeros(())}
+  with pytest.raises(checkpointing.IncompatibleError) as info:
+    ckpt.restore_latest_good(state=other, best=_state(0.0))
+  assert info.value.step == 2
+  assert info.value.differences == [
+      "state: 1 array(s) this run needs are not in it: v",
+      "state: w has shape (3,) there, (4,) here"]
+  assert sorted(os.listdir(directory)) == before  # Nothing moved aside.
+  # The run's own structure still restores the newest step.
+  assert ckpt.restore_latest_good(state=_state(0.0), best=_state(0.0))[0] == 2
+  ckpt.close()
+
+
+def test_storage_errors_become_os_errors(tmp_path, monkeypatch):
+  # The text tensorstore gives for a full disk during an orbax save.
+  text = ('RESOURCE_EXHAUSTED: Error writing "0.w/0.0" in OCDBT database at '
+          'local file "/x/20.orbax-checkpoint-tmp/": Failed to write 2830 '
+          "bytes to file 20: No space left on device [os_error_code='28']")
+  e = checkpointing.as_os_error(ValueError(text), "/x/20")
+  assert isinstance(e, OSError) and e.errno == 28
+  assert e.strerror == os.strerror(28) and e.filename == "/x/20"
+  assert checkpointing.as_os_error(ValueError("shape mismatch"), "/x") is None
+  ckpt = _saved(str(tmp_path / "ckpt"), steps=(1,))
+
+  def full(*args, **kwargs):
+    raise ValueError(text)
+
+  monkeypatch.setattr(ckpt._manager, "save", full)  # pylint: disable=protected-access
+  with pytest.raises(OSError, match="No space left on device"):
+    ckpt.save(2, state=_state(2.0), best=_state(0.0), host={})
+
+
 def test_checksums_name_what_changed(tmp_path):
   d = tmp_path / "entry"
   (d / "sub").mkdir(parents=True)
@@ -219,6 +255,53 @@ def test_os_errors_name_the_path(tmp_path, capsys):
   err = capsys.readouterr().err.strip()
   assert err.startswith("error: cannot write") and str(workdir) in err
   assert len(err.splitlines()) == 1
+
+
+def test_an_empty_workdir_is_refused(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  for workdir in ("", "  "):
+    with pytest.raises(validation.ConfigError, match="workdir is empty"):
+      train.train_and_evaluate(_config(tmp_path), workdir)
+  assert os.listdir(tmp_path) == []
+
+
+def test_a_finished_run_is_read_without_writing(tmp_path):
+  config = train.resolve_config(_config(tmp_path))
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  train._save_config(config, str(workdir), {})  # pylint: disable=protected-access
+  (workdir / "results.json").write_text('{"status": "completed"}')
+  before = sorted(os.listdir(workdir))
+  assert train.train_and_evaluate(config, str(workdir)) == {
+      "status": "completed"}
+  assert sorted(os.listdir(workdir)) == before  # No lock file either.
+
+
+def test_structural_changes_are_refused_before_anything_changes(tmp_path):
+  config = train.resolve_config(_config(tmp_path, method="l2tl"))
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  train._save_config(config, str(workdir), {})  # pylint: disable=protected-access
+  saved = (workdir / "config.json").read_bytes()
+  for field, value in (("method", "joint_uniform"),
+                       ("model.encoder_kwargs.hidden", 64),
+                       ("l2tl.mode", "reference")):
+    changed = _config(tmp_path, **{"method": "l2tl", field: value})
+    with pytest.raises(train.ConfigMismatchError,
+                       match=rf"another method or architecture \(.*{field}:"):
+      train.train_and_evaluate(changed, str(workdir), accept_changes=(field,))
+  assert (workdir / "config.json").read_bytes() == saved
+  assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+def test_a_nonfinite_evaluation_stops_the_run():
+  train._check_finite_eval({"loss": 0.5, "accuracy": 0.9}, "validation", 3,  # pylint: disable=protected-access
+                           "l2tl")
+  for loss in (float("nan"), float("inf")):
+    with pytest.raises(train.NonFiniteError,
+                       match=r"validation loss of l2tl is (nan|inf) at step 3"):
+      train._check_finite_eval({"loss": loss, "accuracy": 0.1},  # pylint: disable=protected-access
+                               "validation", 3, "l2tl")
 
 
 # --- End to end. ---
@@ -269,6 +352,58 @@ def test_a_changed_config_continues_only_when_accepted(tmp_path):
   with open(os.path.join(workdir, "config_changes.jsonl")) as f:
     change = json.loads(f.readline())
   assert change["changes"] == {"train.lr": [0.02, 0.001]}
+
+
+@pytest.mark.slow
+def test_a_failed_resume_leaves_the_saved_run_as_it_was(tmp_path, caplog):
+  config = _config(tmp_path, **{"method": "l2tl", "l2tl.mode": "reference",
+                                "train.steps": 20,
+                                "checkpoint_every_steps": 10})
+  workdir = tmp_path / "run"
+  done = train.train_and_evaluate(config, str(workdir))
+  os.remove(workdir / "results.json")  # As if killed after the last save.
+  listing = lambda: sorted(os.listdir(workdir)) + sorted(
+      os.listdir(workdir / "checkpoints"))
+  saved, files = (workdir / "config.json").read_bytes(), listing()
+  # An accepted change that alters the policy's arrays: refused at the
+  # restore, no checkpoint moved aside, config.json as it was.
+  levels = _config(tmp_path, **{"method": "l2tl", "l2tl.mode": "reference",
+                                "train.steps": 20, "l2tl.num_levels": 5,
+                                "checkpoint_every_steps": 10})
+  with pytest.raises(train.ConfigMismatchError,
+                     match=r"incompatible with the saved run: the accepted "
+                     r"change\(s\) l2tl.num_levels alter"):
+    train.train_and_evaluate(levels, str(workdir),
+                             accept_changes=("l2tl.num_levels",))
+  # An accepted change of the data: refused, nothing rewritten.
+  fewer = _config(tmp_path, **{"method": "l2tl", "l2tl.mode": "reference",
+                               "train.steps": 20, "checkpoint_every_steps": 10,
+                               "data.target_train_per_class": 5})
+  with pytest.raises(data.DataError, match="changed since it started"):
+    train.train_and_evaluate(fewer, str(workdir), accept_changes=(
+        "data.target_train_per_class",))
+  assert (workdir / "config.json").read_bytes() == saved
+  assert not (workdir / "config_changes.jsonl").exists()
+  assert listing() == files
+  # Fewer steps than the checkpoint's: said, and nothing trained.
+  shorter = _config(tmp_path, **{"method": "l2tl", "l2tl.mode": "reference",
+                                 "train.steps": 10,
+                                 "checkpoint_every_steps": 10})
+  results = train.train_and_evaluate(shorter, str(workdir),
+                                     accept_changes=("train.steps",))
+  assert "past config.train.steps=10" in caplog.text
+  assert results["steps"] == 20
+  assert results["test_accuracy"] == done["test_accuracy"]
+
+
+@pytest.mark.slow
+def test_a_batch_above_the_target_train_set_is_noted(tmp_path, caplog):
+  config = _config(tmp_path, **{"method": "finetune", "train.steps": 2,
+                                "train.batch_size": 64,
+                                "eval.every_steps": 0})
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert ("config.train.batch_size=64 is above the 50 target train "
+          "examples") in caplog.text
 
 
 @pytest.mark.slow
