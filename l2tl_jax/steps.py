@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -323,10 +324,14 @@ def _eval_step_fn(model, head, axis_name):
     )
     logits = models.apply_head(model, params, features, head)
     mask = batch.get("mask", jnp.ones(batch["label"].shape, jnp.float32))
+    num_classes = logits.shape[-1]
+    true = jax.nn.one_hot(batch["label"], num_classes) * mask[:, None]
+    predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)
     sums = {
         "hits": jnp.sum(mask * losses.correct(logits, batch["label"])),
         "loss": jnp.sum(mask * losses.cross_entropy(logits, batch["label"])),
         "count": jnp.sum(mask),
+        "confusion": true.T @ predicted,  # [C, C]: true class x predicted.
     }
     return parallel.psum(sums, axis_name)
 
@@ -339,10 +344,13 @@ def make_eval_step(
     head: str = "tgt",
     parallelism: parallel.Parallelism | None = None,
 ) -> Callable[[Any, Any, Batch], dict[str, jax.Array]]:
-  """Compiled `(params, model_state, batch) -> {'hits', 'loss', 'count'}`.
+  """Compiled `(params, model_state, batch) -> {'hits', 'loss', 'count',
+  'confusion'}`.
 
   Sums over the batch, weighted by batch['mask'] (padding has mask 0), so
   accuracies over a whole split are exact: sum(hits) / sum(count).
+  'confusion' [C, C] counts the examples of each true class (row) by
+  predicted class (column).
   """
   parallelism = parallelism or parallel.Parallelism()
   fn = _eval_step_fn(model, head, parallelism.axis_name)
@@ -355,7 +363,12 @@ def evaluate(
     model_state: Any,
     batches: Sequence[Batch] | Any,
 ) -> dict[str, float]:
-  """Accuracy and mean loss over an iterable of (masked) batches."""
+  """Accuracy, mean loss and confusion matrix over (masked) batches.
+
+  Returns:
+    {'accuracy', 'loss', 'count', 'confusion'}: 'confusion' is an int
+    [C, C] array, rows the true classes, columns the predicted ones.
+  """
   totals = None
   for batch in batches:
     sums = eval_step(params, model_state, batch)
@@ -363,9 +376,31 @@ def evaluate(
   if totals is None:
     raise ValueError("evaluate() got no batches.")
   totals = jax.device_get(totals)
+  confusion = np.asarray(totals["confusion"])
+  if confusion.ndim == 3:  # pmap: one (equal) copy per device.
+    confusion = confusion[0]
   count = float(np.asarray(totals["count"]).reshape(-1)[0])
   return {
       "accuracy": float(np.asarray(totals["hits"]).reshape(-1)[0]) / count,
       "loss": float(np.asarray(totals["loss"]).reshape(-1)[0]) / count,
       "count": count,
+      "confusion": np.rint(confusion).astype(np.int64),
   }
+
+
+def per_class(confusion: np.ndarray,
+              class_names: Sequence[str]) -> dict[str, Any]:
+  """Per-class accuracy (None for a class without examples) and the matrix.
+
+  Args:
+    confusion: [C, C] counts, rows the true classes.
+    class_names: the C class names in label order.
+  """
+  confusion = np.asarray(confusion)
+  chex.assert_shape(confusion, (len(class_names), len(class_names)))
+  totals = confusion.sum(axis=1)
+  accuracy = {
+      name: (float(confusion[i, i] / totals[i]) if totals[i] else None)
+      for i, name in enumerate(class_names)}
+  return {"per_class_accuracy": accuracy,
+          "confusion": confusion.astype(int).tolist()}

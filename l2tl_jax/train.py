@@ -870,6 +870,10 @@ def _check_finite_eval(metrics: dict[str, float], split: str, step: int,
       "and the learning rate.")
 
 
+def _prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+  return {prefix + k: v for k, v in d.items()}
+
+
 def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
   config, task = run.config, run.task
   state = run.host_state()
@@ -886,6 +890,8 @@ def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
     results["test_accuracy"] = test["accuracy"]
     results["test_loss"] = test["loss"]
     results["test_examples"] = int(test["count"])
+    results.update(_prefixed("test_", steps.per_class(
+        test["confusion"], task.tgt_class_names)))
   if task.tgt_val is not None:
     val = run.evaluate((state.params, state.model_state), task.tgt_val)
     _check_finite_eval(val, "validation", int(state.step), config.method)
@@ -896,10 +902,14 @@ def _final_results(run: _Run, best, host, workdir) -> dict[str, Any]:
       if task.tgt_test is not None:
         sel_test = run.evaluate(best, task.tgt_test)
         selected["test_accuracy"] = sel_test["accuracy"]
+        selected.update(_prefixed("test_", steps.per_class(
+            sel_test["confusion"], task.tgt_class_names)))
     else:  # No periodic evaluation: the final params are the only candidate.
       selected = {"step": results["steps"], "val_accuracy": val["accuracy"]}
-      if "test_accuracy" in results:
-        selected["test_accuracy"] = results["test_accuracy"]
+      for key in ("test_accuracy", "test_per_class_accuracy",
+                  "test_confusion"):
+        if key in results:
+          selected[key] = results[key]
     results["val_selected"] = selected
   weights = run.expected_weights(state)
   if weights:

@@ -337,6 +337,22 @@ class SupervisedStepTest(absltest.TestCase):
         eval_step, params, model_state, [{**batch, "mask": mask}])
     self.assertEqual(result["count"], 5.0)
     self.assertAlmostEqual(result["accuracy"], hits[:5].mean(), 6)
+    # The confusion matrix counts the 5 unmasked examples, true x predicted.
+    predicted = np.argmax(models.apply_head(model, params, f, "tgt"), -1)
+    expected = np.zeros_like(result["confusion"])
+    for t, p in zip(np.asarray(batch["label"])[:5], predicted[:5]):
+      expected[t, p] += 1
+    np.testing.assert_array_equal(result["confusion"], expected)
+    self.assertEqual(np.trace(result["confusion"]), hits[:5].sum())
+
+  def test_per_class_accuracy_from_the_confusion_matrix(self):
+    confusion = np.array([[3, 1, 0], [0, 0, 0], [2, 0, 2]])
+    out = steps.per_class(confusion, ["a", "b", "c"])
+    self.assertEqual(out["per_class_accuracy"],
+                     {"a": 0.75, "b": None, "c": 0.5})
+    self.assertEqual(out["confusion"], confusion.tolist())
+    with self.assertRaises(AssertionError):  # chex: one name per class.
+      steps.per_class(confusion, ["a", "b"])
 
 
 

@@ -71,6 +71,17 @@ class MethodsTest(absltest.TestCase):
       self.assertBetween(results["test_accuracy"], 0.0, 1.0)
       self.assertIn("val_selected", results)
       self.assertIn(results["val_selected"]["step"], (10, 20, 30, 40))
+      # Per-class results add up to the accuracy (target: 5 classes).
+      confusion = np.array(results["test_confusion"])
+      self.assertEqual(confusion.shape, (5, 5))
+      self.assertEqual(confusion.sum(), 605)
+      self.assertAlmostEqual(np.trace(confusion) / 605,
+                             results["test_accuracy"], 9)
+      self.assertEqual(list(results["test_per_class_accuracy"]),
+                       results["tgt_class_names"])
+      sel = np.array(results["val_selected"]["test_confusion"])
+      self.assertAlmostEqual(np.trace(sel) / 605,
+                             results["val_selected"]["test_accuracy"], 9)
       with open(os.path.join(workdir, "results.json")) as f:
         self.assertEqual(json.load(f)["test_accuracy"], results["test_accuracy"])
       records = _read_jsonl(os.path.join(workdir, "metrics.jsonl"))
@@ -157,7 +168,10 @@ class WorkdirTest(absltest.TestCase):
         os.path.join(_tmp(), "noeval"))
     self.assertEqual(results["val_selected"],
                      {"step": 40, "val_accuracy": results["val_accuracy"],
-                      "test_accuracy": results["test_accuracy"]})
+                      "test_accuracy": results["test_accuracy"],
+                      "test_per_class_accuracy":
+                          results["test_per_class_accuracy"],
+                      "test_confusion": results["test_confusion"]})
 
   def test_bad_method(self):
     with self.assertRaisesRegex(ValueError, "config.method must be one of"):
