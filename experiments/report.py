@@ -10,6 +10,7 @@ experiments.relevance (the source relevance report: `source_relevance`,
 from __future__ import annotations
 
 import itertools
+import warnings
 from typing import Any, Sequence
 
 import ml_collections
@@ -110,6 +111,77 @@ def _mean_weights(results: list[dict[str, Any]], get) -> dict[str, Any] | None:
   return {"mean": dict(zip(names, values.mean(0).tolist())),
           "std": dict(zip(names, values.std(0, ddof=1).tolist()
                           if len(tables) > 1 else [0.0] * len(names)))}
+
+
+def per_class_summary(
+    runs: dict[str, list[tuple[int, str, dict[str, Any]]]],
+) -> dict[str, Any] | None:
+  """Per target class test accuracy (%) of each method, over seeds.
+
+  The final parameters' accuracy on each target class; a method whose runs
+  predate per-class results is left out.
+
+  Args:
+    runs: method -> [(seed, run_dir, results dict)], as `summarize_rows`.
+
+  Returns:
+    {'classes': [name, ...], 'methods': {method: {'mean': {class: %},
+    'std': {class: %}, 'seeds': n}}}, or None when no run has them.
+  """
+  classes, methods = None, {}
+  for method, seed_runs in runs.items():
+    tables = [r.get("test_per_class_accuracy") for _, _, r in seed_runs]
+    if not tables or any(not t for t in tables):
+      continue
+    classes = classes or list(tables[0])
+    values = 100.0 * np.asarray(
+        [[np.nan if t.get(c) is None else t[c] for c in classes]
+         for t in tables], np.float64)
+    mean, std = stats_columns(values)
+    methods[method] = {"mean": dict(zip(classes, mean)),
+                       "std": dict(zip(classes, std)),
+                       "seeds": len(tables)}
+  if not methods:
+    return None
+  return {"classes": classes, "methods": methods}
+
+
+def stats_columns(values: np.ndarray) -> tuple[list, list]:
+  """Column means and sample stds (0 for one row) of [seeds, columns]."""
+  with np.errstate(all="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", RuntimeWarning)  # All-NaN columns.
+    mean = np.nanmean(values, axis=0)
+    std = (np.nanstd(values, axis=0, ddof=1) if len(values) > 1
+           else np.zeros(values.shape[1]))
+  clean = lambda a: [None if not np.isfinite(x) else float(x) for x in a]
+  return clean(mean), clean(std)
+
+
+def per_class_markdown(per_class: dict[str, Any] | None) -> str:
+  """The per-class table of summary.md: classes x methods, best in bold."""
+  if not per_class:
+    return ""
+  methods = list(per_class["methods"])
+  lines = [
+      "## Per target class", "",
+      "Test accuracy in % on each target class (final parameters), mean ± "
+      "std over seeds; the best mean of each class in bold. Where a method "
+      "helps and where it hurts shows here, not in the mean.", "",
+      "| target class | " + " | ".join(methods) + " |",
+      "|---|" + "---|" * len(methods)]
+  for c in per_class["classes"]:
+    means = [per_class["methods"][m]["mean"][c] for m in methods]
+    best = max((x for x in means if x is not None), default=None)
+    cells = []
+    for m, x in zip(methods, means):
+      if x is None:
+        cells.append("-")
+        continue
+      std = per_class["methods"][m]["std"][c]
+      text = f"{x:.2f}" + ("" if std is None else f" ± {std:.2f}")
+      cells.append(f"**{text}**" if x == best else text)
+    lines.append(f"| {_cell(c)} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
 
 
 def class_weight_summary(
@@ -592,6 +664,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
       lines.append("")
     lines += ["| source class | weight |", "|---|---|"]
     lines += [f"| {name} | {w:.4f} |" for name, w in shown]
+  section = per_class_markdown(summary.get("per_class"))
+  if section:
+    lines += ["", section.rstrip("\n")]
   if summary["notes"]:
     lines += ["", "## Notes", "", *[f"- {n}" for n in summary["notes"]]]
   section = relevance_markdown(summary.get("source_relevance") or

@@ -331,8 +331,10 @@ def plot_comparison(summary: dict[str, Any], path: str) -> str:
   names = list(rows)
   means = np.asarray([rows[n]["mean"] for n in names], np.float64)
   stds = np.asarray([rows[n]["std"] for n in names], np.float64)
-  fig = _new_figure(max(6.0, 1.3 * len(names) + 2.0), 4.5)
-  ax = fig.add_subplot()
+  per_class = summary.get("per_class")
+  width = max(6.0, 1.3 * len(names) + 2.0)
+  fig = _new_figure(width, 9.0 if per_class else 4.5)
+  ax = fig.add_subplot(2, 1, 1) if per_class else fig.add_subplot()
   x = np.arange(len(names))
   ax.errorbar(x, means, yerr=stds, fmt="s", markersize=8, capsize=6,
               color="tab:blue",
@@ -350,7 +352,30 @@ def plot_comparison(summary: dict[str, Any], path: str) -> str:
   ax.set_title("Target test accuracy per method")
   ax.grid(axis="y", alpha=0.3)
   ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+  if per_class:
+    _per_class_panel(fig.add_subplot(2, 1, 2), per_class)
   return save_figure(fig, path)
+
+
+def _per_class_panel(ax, per_class: dict[str, Any]) -> None:
+  """Grouped bars: each target class's test accuracy, one bar per method."""
+  classes, methods = per_class["classes"], list(per_class["methods"])
+  x = np.arange(len(classes))
+  bar = 0.8 / max(len(methods), 1)
+  for i, m in enumerate(methods):
+    entry = per_class["methods"][m]
+    mean = np.asarray([np.nan if entry["mean"][c] is None
+                       else entry["mean"][c] for c in classes], np.float64)
+    std = np.asarray([0.0 if entry["std"][c] is None
+                      else entry["std"][c] for c in classes], np.float64)
+    ax.bar(x - 0.4 + bar * (i + 0.5), mean, bar, yerr=std, capsize=2,
+           label=m)
+  ax.set_xticks(x)
+  ax.set_xticklabels(classes, rotation=20, ha="right")
+  ax.set_ylabel("test accuracy per class (%)")
+  ax.set_title("Per target class (final parameters, mean ± std over seeds)")
+  ax.grid(axis="y", alpha=0.3)
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
 
 
 def plot_target_size_sweep(sweep_summary: dict[str, Any], path: str) -> str:
