@@ -5,6 +5,7 @@ tests build goes to a temporary TFDS data dir, never ~/tensorflow_datasets.
 """
 
 import gzip
+import itertools
 import os
 import struct
 
@@ -72,20 +73,29 @@ def write_image(path: str, array: np.ndarray, fmt: str | None = None) -> None:
   Image.fromarray(array).save(path, format=fmt)
 
 
+_folder_tags = itertools.count(1)
+
+
 def make_folder(root: str, classes: dict[str, int], *, size=(12, 10),
                 channels: int = 3, split_dirs: tuple[str, ...] = ()) -> str:
   """Writes a folder dataset of PNGs: `classes` maps name -> images per split.
 
-  Image k of the c-th class (sorted by name) is constant, of value
-  10 * c + k, so tests can tell images apart by value.
+  Image k of the c-th class (sorted by name) has value 10 * c + k, so tests
+  can tell images apart by value (read it at pixel [0, 0]). The two last
+  pixels of the bottom row hold a tag of the (call, split) instead, so that
+  no two folders or splits written here hold equal images: the task refuses
+  copies shared by training and evaluation splits (data/overlap.py).
   """
   for split in split_dirs or ('',):
+    tag = next(_folder_tags)
     for ci, (name, count) in enumerate(sorted(classes.items())):
       for k in range(count):
         value = 10 * ci + k
         shape = size if channels == 1 else (*size, channels)
+        image = np.full(shape, value, np.uint8)
+        image[-1, -1], image[-1, -2] = tag % 256, tag // 256 % 256
         path = os.path.join(root, split, name, f'img_{k:03d}.png')
-        write_image(path, np.full(shape, value, np.uint8))
+        write_image(path, image)
   return root
 
 

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 from PIL import EpsImagePlugin
+from PIL import Image
 import pytest
 
 from conftest_data import (make_folder, tfds_dir,  # pylint: disable=unused-import
@@ -161,6 +162,40 @@ def test_broken_symlinks_and_non_utf8_names_are_skipped_and_noted(
   assert len(mended.notes) == 1
 
 
+def test_every_format_read_here_is_an_image_and_other_files_are_noted(
+    tmp_path, tfds_dir, caplog):
+  root = tmp_path / 'by_extension'
+  make_folder(str(root), {'a': 1, 'b': 1}, size=(8, 8))
+  written = {'x.bmp': ('BMP', 30), 'x.gif': ('GIF', 40),
+             'x.tif': ('TIFF', 50), 'x.TIFF': ('TIFF', 60),
+             'x.webp': ('WEBP', 70), 'x.jpe': ('JPEG', 128)}
+  for name, (fmt, value) in written.items():
+    Image.fromarray(np.full((8, 8), value, np.uint8)).save(
+        root / 'a' / name, format=fmt,
+        **({'lossless': True} if fmt == 'WEBP' else {}))
+  (root / 'a' / 'notes.txt').write_text('not an image')
+  (root / 'b' / 'labels.csv').write_text('x.bmp,a\n')
+  (root / 'b' / 'README').write_text('')
+  (root / 'b' / 'more.txt').write_text('')
+  with caplog.at_level(logging.WARNING):
+    ds = _open(root, tfds_dir)
+  source = ds.source('train')
+  assert len(source) == 2 + len(written)
+  images = [ds.decode(source[i]['image'], str) for i in range(len(source))]
+  # Gray files stay gray, as gray PNGs do; the make_folder ones are RGB.
+  assert sorted(int(image[0, 0, 0]) for image in images) == [
+      0, 10, 30, 40, 50, 60, 70, 128]
+  assert {image.shape for image in images} == {(8, 8, 1), (8, 8, 3)}
+  (note,) = ds.notes
+  assert note.startswith('Skipped 4 file(s) under ')
+  assert ('whose extension is not an image format read here ((none): 1,'
+          ' .csv: 1, .txt: 2; e.g. ') in note
+  assert [r.getMessage() for r in caplog.records
+          if r.filename == 'folder.py'] == [note]
+  for ext in ('.bmp', '.gif', '.tif', '.tiff', '.webp', '.jpg', '.png'):
+    assert ext in folder_lib.IMAGE_EXTENSIONS
+
+
 def test_only_allowed_formats_are_decoded_and_eps_never_runs(
     tmp_path, tfds_dir, monkeypatch):
   root = tmp_path / 'eps'
@@ -193,6 +228,6 @@ def test_allowed_formats_decode_whatever_their_extension(tmp_path, tfds_dir):
               np.full((8, 8), 60, np.uint8), fmt='TIFF')
   ds = _open(root, tfds_dir)
   source = ds.source('train')
-  values = sorted(int(ds.decode(source[i]['image'], str).max())
+  values = sorted(int(ds.decode(source[i]['image'], str)[0, 0, 0])
                   for i in range(len(source)))
   assert values == [0, 10, 40, 50, 60]

@@ -246,7 +246,15 @@ def test_task_from_a_joined_source_records_parts_and_counts(tfds_dir, clothes,
       target_train_per_class=1, target_val_split='train',
       target_val_per_class=1, target_test_split=None, image_size=8,
       channels=1, split_shuffle=True)
+  # The source keeps every hat, the target's validation hat among them.
+  with pytest.raises(DataError, match=(
+      r'1 of the 3 tgt_val examples are also in src_train \(same records: 1,'
+      r' equal images: 1\)')):
+    data.build_task(config)
+  config.allow_overlap = True
   task = data.build_task(config)
+  assert task.summary()['overlap']['pairs']['tgt_val_in_src_train'][
+      'examples'] == 1
   # source_classes refers to the joined labels and names.
   assert task.src_class_names == [f'{tools}/saw', f'{clothes}/hat']
   values = _values(task.src_train.get(np.arange(len(task.src_train)))['image'])

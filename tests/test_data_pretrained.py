@@ -328,7 +328,8 @@ def _photo_config(data_dir, root, **overrides):
       target_val_per_class=1, target_test_split='train',
       target_test_per_class=1, channels=3, image_size=8, resize_size=12,
       train_crop='random_resized_crop', eval_resize='resize_center_crop',
-      normalization='imagenet')
+      normalization='imagenet',
+      allow_overlap=True)  # The source is the target's folder: its photos.
   for key, value in overrides.items():
     setattr(config, key, value)
   return config

@@ -25,12 +25,14 @@ def animals(tmp_path_factory) -> str:
 
 
 def _config(data_dir, dataset, **overrides):
+  # Source and target are the one folder, so the source trains on the target's
+  # validation and test images: allowed here, where the draws are the subject.
   settings = dict(
       source=dataset, source_test_split=None, target=dataset,
       target_classes=None, target_train_per_class=3,
       target_val_split='train', target_val_per_class=2,
       target_test_split='train', target_test_per_class=None,
-      image_size=8, channels=1)
+      image_size=8, channels=1, allow_overlap=True)
   settings.update(overrides)
   return base_config(data_dir, **settings)
 
@@ -341,6 +343,21 @@ def test_source_corruption_errors(tfds_dir, animals):
   with pytest.raises(DataError, match="Unknown source_corrupt_to 'elsewhere'"):
     data.build_task(_corrupt_config(tfds_dir, animals,
                                     source_corrupt_to='elsewhere'))
+
+
+def test_within_class_noise_on_one_class_is_refused(tfds_dir, animals):
+  # Labels drawn among one class are that class's: no label would change.
+  with pytest.raises(DataError, match=(
+      r"source_corrupt_to='within' .* names one class \('bee'\), so no label"
+      r' would change. Name two or more source classes')):
+    data.build_task(_corrupt_config(
+        tfds_dir, animals, source_corrupt_classes=('bee',),
+        source_corrupt_to='within', source_corrupt_fraction=1.0))
+  # 'other' on one class changes labels.
+  task = data.build_task(_corrupt_config(
+      tfds_dir, animals, source_corrupt_classes=('bee',),
+      source_corrupt_fraction=1.0))
+  assert task.summary()['source_corruption']['changed'] == 8
 
 
 def test_corrupted_config_names_non_tops_classes():

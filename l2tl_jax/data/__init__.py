@@ -18,11 +18,17 @@ torchvision's resize + centre crop, RandomResizedCrop) is selected in the data
 config; `preprocessing_for_family('resnet50')` gives the settings a family of
 weights expects, `fill_preprocessing` fills them into a config.
 
+Target validation or test examples that are also training examples (the same
+records, or copied images) are refused unless `allow_overlap` (overlap.py);
+`check_workdir` keeps a run's files out of its data folders and
+`check_class_relevance` fits a known answer to the source classes (checks.py).
+
 Everything reads through TFDS data sources (array_record; no TensorFlow) and
 grain. Bad input raises DataError naming the problem and the fix.
 """
 
 from l2tl_jax.data.builders import Idx, ImageFolder, Mnist5k, UciDigits
+from l2tl_jax.data.checks import check_class_relevance, check_workdir
 from l2tl_jax.data.config import (
     fill_preprocessing,
     get_default_data_config,
@@ -47,7 +53,12 @@ from l2tl_jax.data.sharding import (
     split_for_pmap,
 )
 from l2tl_jax.data.sources import Dataset, clear_cache, open_dataset
-from l2tl_jax.data.tasks import Split, TransferTask, build_task
+from l2tl_jax.data.tasks import (
+    Split,
+    TransferTask,
+    build_task,
+    source_class_names,
+)
 
 __all__ = [
     'DataError',
@@ -63,6 +74,8 @@ __all__ = [
     'TransferTask',
     'UciDigits',
     'build_task',
+    'check_class_relevance',
+    'check_workdir',
     'clear_cache',
     'data_sharding',
     'eval_batches',
@@ -75,6 +88,7 @@ __all__ = [
     'prefetch_to_device',
     'preprocessing_for_family',
     'shard_batch',
+    'source_class_names',
     'split_for_pmap',
     'train_iterator',
 ]

@@ -79,6 +79,11 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   # Target test examples per class, taken after the validation ones when the
   # splits coincide; None takes all remaining.
   config.target_test_per_class = 1200
+  # Run although target validation or test examples are also training
+  # examples (of src_train or tgt_train; or tgt_test examples also in tgt_val):
+  # the same records, or equal images (copies). False refuses such a task
+  # naming the counts; either way they are in the task summary ('overlap').
+  config.allow_overlap = False
   # Seed of the per-class draws; recorded in task summaries.
   config.split_seed = 0
   # True: draw each class's examples in a seeded random order; False: in

@@ -1,11 +1,13 @@
 """Image folders: one subfolder per class, optionally under split subfolders.
 
-    root/<class>/*.png|jpg|jpeg                      -> one split, 'train'
+    root/<class>/*.png|jpg|...                       -> one split, 'train'
     root/{train,validation,test}/<class>/*.png|...   -> those splits ('val' is
                                                        read as 'validation')
 
-Class names are the sorted union of the class folder names. Hidden files and
-folders are skipped, as are files with other extensions; images may sit in
+Class names are the sorted union of the class folder names. Images are the
+files with an extension of a format read here (IMAGE_EXTENSIONS: PNG, JPEG,
+BMP, GIF, WebP, TIFF as Pillow names them, e.g. .png, .jpg, .jpeg, .bmp, .gif,
+.webp, .tif, .tiff); hidden files and folders are skipped; images may sit in
 nested folders below their class folder (symlinked nested folders are not
 followed).
 
@@ -21,13 +23,15 @@ What the scan refuses (DataError naming the path and the fix):
 What it skips, with a logged warning and a note in `FolderLayout.notes`
 (carried to `Dataset.notes` and `TransferTask.summary()['notes']`):
   - broken symlinks (and symlink loops);
-  - image files whose path is not valid UTF-8.
+  - image files whose path is not valid UTF-8;
+  - files of other extensions (counted by extension in one note).
 
 Images are decoded only as PNG, JPEG, BMP, GIF, WebP or TIFF, whatever their
 extension: Pillow's other plugins (EPS runs Ghostscript, for one) never see the
 bytes. A file of another type is a DataError naming the file and its type.
 """
 
+import collections
 import dataclasses
 import hashlib
 import io
@@ -36,13 +40,27 @@ from typing import Callable
 
 from absl import logging
 import numpy as np
+from PIL import features
 from PIL import Image
 
 from l2tl_jax.data.errors import DataError
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 # The only Pillow formats ever used to decode an image (Pillow's format ids).
 DECODE_FORMATS = ('PNG', 'JPEG', 'BMP', 'GIF', 'WEBP', 'TIFF')
+
+
+def _image_extensions() -> tuple[str, ...]:
+  """Lower-case extensions Pillow registers for the DECODE_FORMATS it reads."""
+  readable = set(DECODE_FORMATS)
+  if not features.check('webp'):  # Pillow built without libwebp.
+    readable.discard('WEBP')
+  return tuple(sorted(ext.lower() for ext, fmt in
+                      Image.registered_extensions().items()
+                      if fmt in readable))
+
+
+# Files with these extensions (any case) are a folder's images.
+IMAGE_EXTENSIONS = _image_extensions()
 SPLIT_FOLDERS = {
     'train': 'train', 'validation': 'validation', 'val': 'validation',
     'test': 'test',
@@ -59,6 +77,7 @@ class FolderLayout:
     splits: split name -> ((path relative to root, label), ...), sorted by path.
     fingerprint: hash of the root path and every image's path, size and mtime.
     notes: what the scan skipped and why, one sentence each.
+    sizes: split name -> each image's size in bytes, in the order of `splits`.
   """
 
   root: str
@@ -66,6 +85,7 @@ class FolderLayout:
   splits: dict[str, tuple[tuple[str, int], ...]]
   fingerprint: str
   notes: tuple[str, ...] = ()
+  sizes: dict[str, tuple[int, ...]] = dataclasses.field(default_factory=dict)
 
 
 def _shown(path: str) -> str:
@@ -95,6 +115,7 @@ class _Scan:
     self.read_folders: dict[str, str] = {}  # Real path -> folder claimed.
     self.broken_links: list[str] = []
     self.bad_names: list[str] = []
+    self.other_files: list[str] = []  # Not of an image extension.
 
   def subfolders(self, path: str) -> list[str]:
     """Visible subfolder names of `path`: class or split folders.
@@ -161,9 +182,12 @@ class _Scan:
     for dirpath, dirnames, filenames in os.walk(class_dir):
       dirnames[:] = sorted(d for d in dirnames if not d.startswith('.'))
       for name in sorted(filenames):
-        if name.startswith('.') or not name.lower().endswith(IMAGE_EXTENSIONS):
+        if name.startswith('.'):
           continue
         full = os.path.join(dirpath, name)
+        if not name.lower().endswith(IMAGE_EXTENSIONS):
+          self.other_files.append(full)
+          continue
         if not _is_utf8(full):
           self.bad_names.append(full)
         elif os.path.islink(full) and not os.path.exists(full):
@@ -186,6 +210,16 @@ class _Scan:
           f'Skipped {len(self.bad_names)} image file(s) under'
           f' {_shown(self.root)} whose path is not valid UTF-8 (e.g.'
           f' {_shown(self.bad_names[0])}); rename them to use them.'
+      )
+    if self.other_files:
+      counts = collections.Counter(
+          os.path.splitext(f)[1].lower() or '(none)' for f in self.other_files)
+      shown = ', '.join(f'{ext}: {n}' for ext, n in sorted(counts.items()))
+      notes.append(
+          f'Skipped {len(self.other_files)} file(s) under {_shown(self.root)}'
+          f' whose extension is not an image format read here ({shown}; e.g.'
+          f' {_shown(self.other_files[0])}); images are'
+          f' {", ".join(IMAGE_EXTENSIONS)} files.'
       )
     for note in notes:
       logging.warning('%s', note)
@@ -251,7 +285,7 @@ def scan_folder(root: str) -> FolderLayout:
   if not os.path.isdir(root):
     raise DataError(
         f'Image folder {root} does not exist. Give folder:/path/to/root, where'
-        ' root holds one subfolder of PNG/JPEG images per class.'
+        ' root holds one subfolder of images (PNG, JPEG, ...) per class.'
     )
   scan = _Scan(root)
   top = scan.subfolders(root)
@@ -272,7 +306,7 @@ def scan_folder(root: str) -> FolderLayout:
     if not classes:
       raise DataError(
           f'{split_dir} has no class subfolders; put each class in its own'
-          ' subfolder of PNG/JPEG images.'
+          ' subfolder of images (PNG, JPEG, ...).'
       )
     per_split[split] = {}
     for name in classes:
@@ -296,21 +330,61 @@ def scan_folder(root: str) -> FolderLayout:
     )
   label_of = {name: i for i, name in enumerate(class_names)}
   h = hashlib.sha256(root.encode())
-  splits = {}
+  splits, sizes = {}, {}
   for split in sorted(per_split):
     examples = sorted(
         (path, label_of[name])
         for name, paths in per_split[split].items() for path in paths
     )
+    split_sizes = []
     for path, label in examples:
       st = os.stat(os.path.join(root, path))
       h.update(
           f'{split}/{path}:{label}:{st.st_size}:{st.st_mtime_ns};'.encode())
+      split_sizes.append(st.st_size)
     splits[split] = tuple(examples)
+    sizes[split] = tuple(split_sizes)
   return FolderLayout(
       root=root, class_names=class_names, splits=splits,
-      fingerprint=h.hexdigest()[:16], notes=scan.notes(),
+      fingerprint=h.hexdigest()[:16], notes=scan.notes(), sizes=sizes,
   )
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SplitFiles:
+  """The image files of one split of a folder; record i is file i.
+
+  Attributes:
+    root: the folder's root.
+    examples: (path relative to root, label) per record.
+    sizes: int64 [N], each file's size in bytes when the folder was scanned.
+  """
+
+  root: str
+  examples: tuple[tuple[str, int], ...]
+  sizes: np.ndarray
+
+  def path(self, record: int) -> str:
+    """The absolute path of a record's file."""
+    return os.path.join(self.root, self.examples[record][0])
+
+
+def split_files(layout: FolderLayout, split: str) -> SplitFiles:
+  """The files of a split of a scanned folder, in record order.
+
+  Args:
+    layout: the scanned folder.
+    split: a split of the layout.
+
+  Returns:
+    The SplitFiles; record i of the prepared split is its file i.
+  """
+  examples = layout.splits.get(split, ())
+  sizes = layout.sizes.get(split)
+  if sizes is None:  # A layout made without sizes.
+    sizes = [os.stat(os.path.join(layout.root, path)).st_size
+             for path, _ in examples]
+  return SplitFiles(layout.root, examples, np.asarray(sizes, np.int64))
 
 
 def detect_format(data: bytes) -> str:

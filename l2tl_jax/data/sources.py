@@ -144,6 +144,9 @@ class Dataset:
       one sentence each; build_task records them in the task summary.
     parts: for a joined dataset ('join:...'), its joined.JoinedParts in
       label order; () otherwise.
+    files: for an image folder, split -> its folder.SplitFiles (each
+      record's file and size; overlap.py compares their bytes); None
+      otherwise.
   """
 
   name: str
@@ -162,6 +165,7 @@ class Dataset:
   # -> LoadedSplit (joined datasets read their parts); None: record by record
   # through the data source.
   _load_split: Callable[..., Any] | None = None
+  files: Callable[[str], Any] | None = None
 
   def source(self, split: str, *, skip_image_decoding: bool = False):
     """Returns the TFDS data source of a split.
@@ -301,10 +305,13 @@ def _open_folder(name: str, root: str, data_dir: str) -> Dataset:
     )
   builders.remove_stale_configs(
       builder, builders.config_prefix(config.layout.root))
-  return _builder_dataset(
+  dataset = _builder_dataset(
       name, builder, f'folder:{config.layout.root}', encoded=True,
       notes=config.layout.notes,
   )
+  # Record i of a split is the layout's i-th file (the builder keeps order).
+  dataset.files = functools.partial(folder_lib.split_files, config.layout)
+  return dataset
 
 
 def _tensorflow_available() -> bool:

@@ -12,6 +12,10 @@ For studies, the labels of a fraction of some source classes' src_train
 examples can be replaced by uniformly random other source classes
 (`source_corrupt_*` in the data config; corrupt_labels); src_test stays clean
 and the task summary records what changed.
+
+Target validation or test examples that are also training examples (the same
+records, or equal images: overlap.py) are refused unless `allow_overlap`;
+the counts are in the task summary ('overlap') either way.
 """
 
 import dataclasses
@@ -25,6 +29,7 @@ import ml_collections
 import numpy as np
 
 from l2tl_jax.data import config as config_lib
+from l2tl_jax.data import overlap as overlap_lib
 from l2tl_jax.data import preprocess
 from l2tl_jax.data import sources
 from l2tl_jax.data.errors import DataError
@@ -105,6 +110,32 @@ class Split:
       images = self._loaded.read_images(self.indices[positions])
     return {'image': images, 'label': self.labels[positions]}
 
+  @property
+  def stored_images(self) -> np.ndarray | None:
+    """uint8 [N, H, W, C], the images held in memory; None: read per record."""
+    return self._images
+
+  def records(self) -> list[tuple[sources.LoadedSplit, np.ndarray,
+                                  np.ndarray]]:
+    """Where the examples are stored, one entry per dataset split read.
+
+    Returns:
+      (loaded split, positions int [n] in this split, their record indices
+      int [n] in that split) per dataset split; a joined dataset's examples
+      are given as records of its parts' splits.
+    """
+    part_splits = getattr(self._loaded, 'part_splits', None)
+    if not part_splits:
+      return [(self._loaded, np.arange(len(self)), self.indices)]
+    part_of = self._loaded.part_of[self.indices]
+    record_of = self._loaded.record_of[self.indices]
+    out = []
+    for p, part_split in enumerate(part_splits):
+      positions = np.flatnonzero(part_of == p)
+      if len(positions):
+        out.append((part_split, positions, record_of[positions]))
+    return out
+
   def class_counts(self) -> list[int]:
     """Number of examples of each new label."""
     return np.bincount(self.labels, minlength=self.num_classes).tolist()
@@ -167,6 +198,9 @@ class TransferTask:
       dataset is joined.
     src_corruption: what source label corruption did (classes, fraction,
       seed, examples and changed labels per class); None: none.
+    overlap: examples the splits share (overlap.find) and whether that was
+      allowed: {'allowed': bool, 'pairs': {'tgt_test_in_src_train': {...},
+      ...}}; None: not checked (a task not made by build_task).
   """
 
   src_train: Split | None
@@ -184,6 +218,7 @@ class TransferTask:
   joins: dict[str, list[dict[str, Any]]] = dataclasses.field(
       default_factory=dict)
   src_corruption: dict[str, Any] | None = None
+  overlap: dict[str, Any] | None = None
 
   @property
   def num_src_classes(self) -> int:
@@ -219,7 +254,8 @@ class TransferTask:
     """JSON-able record of the task for results files.
 
     Adds 'joined' (joined dataset string -> its parts) when a dataset is
-    joined, and 'source_corruption' when source labels are corrupted.
+    joined, 'source_corruption' when source labels are corrupted, and
+    'overlap' (examples the splits share, allowed or not) when checked.
     """
     out = {
         'source': self.config['source'],
@@ -238,6 +274,8 @@ class TransferTask:
       out['joined'] = {k: [dict(p) for p in v] for k, v in self.joins.items()}
     if self.src_corruption is not None:
       out['source_corruption'] = json.loads(json.dumps(self.src_corruption))
+    if self.overlap is not None:
+      out['overlap'] = json.loads(json.dumps(self.overlap))
     return out
 
 
@@ -597,10 +635,18 @@ def _corrupt_source(config: ml_collections.ConfigDict,
           f'source_corrupt_classes names a class twice: {list(classes)}.')
   if fraction == 0.0:  # Classes checked; nothing to change.
     return src_train, None
-  rng = np.random.default_rng([int(seed), zlib.crc32(b'source_corrupt')])
-  clean = src_train.labels
   within = _choice(config, 'source_corrupt_to', 'other',
                    ('other', 'within')) == 'within'
+  if within and len(labels) < 2:
+    raise DataError(
+        "source_corrupt_to='within' draws the new labels among"
+        f' source_corrupt_classes, but it names one class'
+        f' ({src_map.class_names[labels[0]]!r}), so no label would change.'
+        ' Name two or more source classes, or use'
+        " source_corrupt_to='other' (labels of the other source classes)."
+    )
+  rng = np.random.default_rng([int(seed), zlib.crc32(b'source_corrupt')])
+  clean = src_train.labels
   noisy = corrupt_labels(clean, classes=labels, num_classes=num_classes,
                          fraction=fraction, rng=rng, within=within)
   changed = noisy != clean
@@ -710,6 +756,32 @@ def _source_splits(config, common, train, data_dir, download):
   return src, src_ds, src_map
 
 
+def source_class_names(config: ml_collections.ConfigDict) -> list[str]:
+  """The task's source class names in label order, without reading images.
+
+  Opens the source dataset (preparing a built-in one if needed) and applies
+  source_classes, as build_task does; cheap enough to check a config (e.g.
+  checks.check_class_relevance) before anything trains.
+
+  Args:
+    config: the `config.data` ConfigDict.
+
+  Returns:
+    The names; [] for a target-only task (source None).
+
+  Raises:
+    DataError: the source cannot be opened, or an unknown class.
+  """
+  if config.source is None:
+    return []
+  src_ds = sources.open_dataset(config.source,
+                                data_dir=config.get('data_dir'),
+                                download=config.get('download', True))
+  return list(label_map(src_ds.class_names, _as_tuple(config.source_classes),
+                        None, dataset=config.source,
+                        field='source_classes').class_names)
+
+
 def build_task(config: ml_collections.ConfigDict) -> TransferTask:
   """Builds the source and target splits described by a data config.
 
@@ -783,6 +855,13 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
   datasets = {config.target: tgt_ds}
   if src_ds is not None:
     datasets = {config.source: src_ds, **datasets}
+  allow_overlap = config.get('allow_overlap', False)
+  if not isinstance(allow_overlap, bool):
+    raise DataError(
+        f'allow_overlap is True or False, got {allow_overlap!r}.')
+  found = overlap_lib.find({'src_train': src_train, **tgt})
+  overlap_lib.check(found, allow=allow_overlap, source=config.source,
+                    target=config.target)
   return TransferTask(
       src_train=src_train,
       src_test=src.get('src_test'),
@@ -799,4 +878,5 @@ def build_task(config: ml_collections.ConfigDict) -> TransferTask:
       joins={k: [p.summary() for p in d.parts]
              for k, d in datasets.items() if d.parts},
       src_corruption=src_corruption,
+      overlap={'allowed': allow_overlap, 'pairs': found},
   )
