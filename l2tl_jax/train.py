@@ -549,6 +549,7 @@ def train_and_evaluate(
         "--workdir=runs/my_run); an empty one would write into the current "
         "directory.")
   workdir = os.path.abspath(workdir)
+  data.check_workdir(workdir, config.data)  # Not inside an image folder.
   finished = _finished_results(config, workdir)
   if finished is not None:  # Read without the lock: read-only storage works.
     return finished

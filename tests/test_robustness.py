@@ -457,3 +457,13 @@ def test_launcher_console_is_quiet_and_errors_are_one_line(tmp_path):
       "error: 1 config field(s) cannot be used: config.train.lr must be >= 0,"
       " got -0.1. Fix them (--config.FIELD=VALUE) and rerun."]
   assert not (tmp_path / "neg").exists()
+
+
+def test_a_workdir_inside_the_image_folder_is_refused(tmp_path):
+  images = tmp_path / "images"
+  _images(images, per_class=2)
+  config = folder_config.get_config(str(images))
+  config.data.data_dir = str(tmp_path / "tfds")
+  with pytest.raises(data.DataError, match="inside"):
+    train.train_and_evaluate(config, str(images / "a" / "run"))
+  assert sorted(os.listdir(images / "a")) == ["0.png", "1.png"]
