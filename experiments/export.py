@@ -77,8 +77,10 @@ def how_to_load(run: predict.Run, paths: dict[str, str], fmt: str) -> str:
     return (f"load in PyTorch: model = {build}; model.load_state_dict("
             f"safetensors.torch.load_file({model!r})) (NCHW inputs); or "
             f"l2tl_jax.weights.load({model!r})")
-  return (f"load: l2tl_jax.export.read_flat({model!r}) -> (params, "
-          "model_state, metadata), this project's layout (NHWC inputs)")
+  return (f"load: l2tl_jax.weights.load({model!r}), or train from it with "
+          f"--config.model.init_from={model}; or l2tl_jax.export.read_flat("
+          f"{model!r}) -> (params, model_state, metadata), this project's "
+          "layout (NHWC inputs)")
 
 
 def run_export(workdir: str, *, fmt: str = "safetensors",

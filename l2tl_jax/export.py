@@ -124,7 +124,7 @@ def torchvision_state_dict(params: Mapping[str, Any],
                      for k, v in params.items() if k in ("encoder",
                                                          "tgt_head")},
           **model_state}
-  to_key = weights._TORCHVISION.to_key  # pylint: disable=protected-access
+  to_key = weights.torchvision_key
   out = {}
   for name, value in loading.flatten(tree).items():
     key = to_key(*_split(name))

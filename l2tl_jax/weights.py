@@ -124,6 +124,8 @@ def load(path: str, *, item: str = "state") -> Loaded:
     return _convert(flat, path, fmt, _BIT)
   if _is_torchvision(flat):
     return _convert(flat, path, fmt, _TORCHVISION)
+  if _is_ours(flat):
+    return _convert_ours(flat, path, fmt)
   keys = sorted(flat)
   raise WeightsError(
       f"{path}: neither a torchvision/timm ResNet state dict (keys "
@@ -365,6 +367,17 @@ def _tv_to_path(key: str) -> tuple[str, str] | None:
     return None
   mapped = _tv_module(name, leaf)
   return None if mapped is None else (mapped[0], prefix + mapped[1])
+
+
+def torchvision_key(collection: str, path: str) -> str:
+  """The torchvision state-dict key of one of this project's ResNet leaves.
+
+  ('params', 'encoder/layer1_0/downsample_bn/scale') ->
+  'layer1.0.downsample.1.weight'; ('batch_stats', 'encoder/bn1/mean') ->
+  'bn1.running_mean'; ('params', 'src_head/Dense_0/kernel') -> 'fc.weight'.
+  The inverse of the key map `load` reads torchvision files with.
+  """
+  return _tv_to_key(collection, path)
 
 
 def _tv_to_key(collection: str, path: str) -> str:
@@ -818,3 +831,36 @@ def normalise(images: np.ndarray, family: str | None) -> np.ndarray:
   mean = np.asarray(IMAGENET_MEAN, np.float32)
   std = np.asarray(IMAGENET_STD, np.float32)
   return (x / 255.0 - mean) / std
+
+
+# ---------------------------------------------- this project's flat layout
+
+_OUR_COLLECTIONS = ("params", "batch_stats")
+
+
+def _is_ours(flat) -> bool:
+  """l2tl_jax.export's flat layout: '<collection>/encoder/...' keys."""
+  return any(k.startswith(f"params{_SEP}encoder{_SEP}") for k in flat) and all(
+      k.split(_SEP, 1)[0] in _OUR_COLLECTIONS for k in flat)
+
+
+def _convert_ours(flat: dict[str, np.ndarray], path: str, fmt: str) -> Loaded:
+  """A file of l2tl_jax.export's flat layout; its target head ('tgt_head')
+  becomes the file's classifier ('src_head'), as a torchvision file's fc."""
+  check_values(flat, path)
+  tree = loading.unflatten(flat)
+  params = tree.pop("params")
+  if "tgt_head" in params:
+    params["src_head"] = params.pop("tgt_head")
+  family, kwargs, description = _our_structure(params["encoder"])
+  head = params.get("src_head", {}).get("Dense_0", {}).get("bias")
+  mapping = [Mapped(k, k.replace(f"{_SEP}tgt_head{_SEP}",
+                                 f"{_SEP}src_head{_SEP}"),
+                    tuple(np.shape(v)), tuple(np.shape(v)))
+             for k, v in sorted(flat.items())]
+  return Loaded(
+      family=family, encoder_kwargs=kwargs, params=params, model_state=tree,
+      source_head_classes=0 if head is None else int(head.shape[-1]),
+      info={"path": path, "format": fmt,
+            "description": f"l2tl_jax export (flat layout): {description}",
+            "mapping": mapping, "ignored": [], "num_params": _count(params)})

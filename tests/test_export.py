@@ -180,6 +180,12 @@ def test_lenet_round_trips_orbax_and_flat(tmp_path):
   assert metadata["params"] == "val_selected"
   np.testing.assert_array_equal(logits({"params": params}, images),
                                 expected)
+  # init_from reads the flat file too: its target head is the classifier.
+  loaded = weights.load(flat["model"])
+  assert loaded.source_head_classes == params["tgt_head"]["Dense_0"][
+      "bias"].shape[0]
+  chex.assert_trees_all_equal(loaded.params["encoder"], params["encoder"])
+  chex.assert_trees_all_equal(loaded.params["src_head"], params["tgt_head"])
   with open(flat["preprocessing"]) as f:
     prep = json.load(f)
   assert prep["input_layout"] == "NHWC" and prep["mean"] == [0.0]
@@ -224,7 +230,8 @@ def test_run_export_prints_how_to_load(run_dir, tmp_path):
   assert lines[0] == (f"exported the final params of {run_dir} (step 40, "
                       "lenet, 3 classes) in the l2tl_jax layout:")
   assert lines[1:4] == [f"  {p}" for p in paths.values()]
-  assert lines[4].startswith("load: l2tl_jax.export.read_flat(")
+  assert lines[4].startswith("load: l2tl_jax.weights.load(")
+  assert "l2tl_jax.export.read_flat(" in lines[4]
 
 
 # ----------------------------------------------------------------- slow
