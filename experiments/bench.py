@@ -50,6 +50,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from experiments import cli
 from experiments import timing
 from experiments.configs import default as default_config
 from l2tl_jax import build
@@ -60,21 +61,42 @@ from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
 
-_STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.")
+_STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.",
+                              lower_bound=1)
 _SLOW_STEPS = flags.DEFINE_integer(
     "slow_steps", 30,
-    "Timed steps per measurement of pre-training, 4 samples, meta-gradient.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements; the best is kept.")
-_ENCODER = flags.DEFINE_string("encoder", "lenet", "Registered encoder name.")
+    "Timed steps per measurement of pre-training, 4 samples, meta-gradient.",
+    lower_bound=1)
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Measurements; the best is kept.",
+                                lower_bound=1)
+_ENCODER = flags.DEFINE_enum("encoder", "lenet", models.encoder_names(),
+                             "Registered encoder name.")
 _WINDOWS = flags.DEFINE_list(
     "windows", [], "Credit windows N (model steps per action) to time.")
 _MATMUL_SIZE = flags.DEFINE_integer(
-    "matmul_size", 2048, "n of the n^3 float32 matmul that measures the peak.")
+    "matmul_size", 2048, "n of the n^3 float32 matmul that measures the peak.",
+    lower_bound=1)
 _POOL = flags.DEFINE_enum(
     "pool", "auto", ["auto", "flax", "fast"],
     "LeNet's max pool in the fine-tuning and L2TL steps: 'auto' as the runs "
     "build them (fast for first derivatives only, flax's for the "
     "meta-gradient), or one for all. Pre-training runs the fast pool.")
+
+
+def _positive_ints(values: list[str]) -> bool:
+  return all(v.strip().isdigit() and int(v) >= 1 for v in values)
+
+
+flags.register_validator(
+    "windows", _positive_ints,
+    "--windows must be a comma-separated list of integers >= 1 (model steps "
+    "per action)")
+flags.register_multi_flags_validator(
+    ["encoder", "pool"],
+    lambda v: v["pool"] == "auto" or "fast_pool" in models.encoder_fields(
+        v["encoder"]),
+    "--pool=flax or fast needs an encoder with a choice of max pool (a "
+    "fast_pool field: lenet)")
 
 TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
 NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)
@@ -289,16 +311,13 @@ def cost_ratio(costs: dict[str, StepCost], name: str,
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    cli.usage_error(f"Unexpected arguments: {argv[1:]}.")
   print(f"devices: {jax.devices()}")
   peak = timing.matmul_gflops(size=_MATMUL_SIZE.value)
   n = _MATMUL_SIZE.value
   print(f"matmul peak (float32 {n}^3, jit, best of 5): {peak:.1f} GFLOP/s")
   pool = _POOL.value
-  if (pool != "auto"
-      and "fast_pool" not in models.encoder_fields(_ENCODER.value)):
-    raise app.UsageError(f"--pool={pool}: {_ENCODER.value!r} has no choice "
-                         "of max pool (no fast_pool field).")
   costs = measure_steps(encoder=_ENCODER.value, num_steps=_STEPS.value,
                         slow_steps=_SLOW_STEPS.value, repeats=_REPEATS.value,
                         pool=pool)
@@ -351,4 +370,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import cli
 from experiments import timing
 from l2tl_jax import build
 from l2tl_jax import models
@@ -38,22 +39,30 @@ from l2tl_jax import steps
 # Its own flag set: importable beside experiments.bench, whose flags share
 # names (--encoder, --steps, --repeats).
 FLAGS = flags.FlagValues()
-_ENCODER = flags.DEFINE_string("encoder", "resnet50", "Registered encoder.",
-                               flag_values=FLAGS)
+# The encoders with an activation dtype and a width (the ResNets).
+ENCODERS = [n for n in models.encoder_names()
+            if {"dtype", "width"} <= set(models.encoder_fields(n))]
+DTYPES = ("float32", "bfloat16")
+_ENCODER = flags.DEFINE_enum("encoder", "resnet50", ENCODERS,
+                             "Registered encoder.", flag_values=FLAGS)
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Square image side.",
-                                   flag_values=FLAGS)
-_DTYPES = flags.DEFINE_list("dtypes", ["float32", "bfloat16"],
+                                   lower_bound=1, flag_values=FLAGS)
+_DTYPES = flags.DEFINE_list("dtypes", list(DTYPES),
                             "Activation dtypes to measure.", flag_values=FLAGS)
 _BATCH = flags.DEFINE_integer("batch", 32, "Target batch B; 0: largest.",
-                              flag_values=FLAGS)
+                              lower_bound=0, flag_values=FLAGS)
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps per measurement.",
-                              flag_values=FLAGS)
+                              lower_bound=1, flag_values=FLAGS)
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Measurements; the best kept.",
-                                flag_values=FLAGS)
+                                lower_bound=1, flag_values=FLAGS)
 _WIDTH = flags.DEFINE_integer("width", 64, "ResNet width (64: standard).",
-                              flag_values=FLAGS)
+                              lower_bound=1, flag_values=FLAGS)
 _MATMUL = flags.DEFINE_integer("matmul", 8192, "Side of the peak matmul.",
-                               flag_values=FLAGS)
+                               lower_bound=1, flag_values=FLAGS)
+flags.register_validator(
+    "dtypes", lambda values: bool(values) and set(values) <= set(DTYPES),
+    f"--dtypes must be a comma-separated list among {', '.join(DTYPES)}",
+    flag_values=FLAGS)
 
 NUM_SRC, NUM_TGT = 1000, 37  # ImageNet -> Oxford-IIIT Pets.
 ESTIMATORS = {"reinforce": {}, "meta_gradient": {
@@ -157,8 +166,13 @@ def report(dtype: str, results: dict[str, dict[str, float]], peak: float,
 
 
 def main(argv: list[str]) -> None:
-  """Parses `argv` (program name first) into FLAGS and measures."""
-  FLAGS(argv)
+  """Parses `argv` (program name first) into FLAGS and measures.
+
+  A bad flag exits with code 2 and one 'error: ...' line.
+  """
+  rest = cli.parse_flags(argv, FLAGS)
+  if len(rest) > 1:
+    cli.usage_error(f"Unexpected arguments: {rest[1:]}.")
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), "
         f"encoder {_ENCODER.value} at {_IMAGE_SIZE.value} px")
   for dtype in _DTYPES.value:

@@ -35,6 +35,7 @@ from absl import flags
 import jax
 import numpy as np
 
+from experiments import cli
 from l2tl_jax import data
 
 # Its own flag set: importable beside experiments.bench, whose flags share
@@ -47,26 +48,27 @@ _DATA_DIR = flags.DEFINE_string(
     'data_dir', None, 'TFDS data dir (None: the TFDS default).',
     flag_values=FLAGS)
 _SRC_BATCH = flags.DEFINE_integer('src_batch', 16, 'Source batch size.',
-                                  flag_values=FLAGS)
+                                  lower_bound=1, flag_values=FLAGS)
 _TGT_BATCH = flags.DEFINE_integer('tgt_batch', 8, 'Target batch size.',
-                                  flag_values=FLAGS)
+                                  lower_bound=1, flag_values=FLAGS)
 _VAL_BATCH = flags.DEFINE_integer('val_batch', 32, 'Validation batch size.',
-                                  flag_values=FLAGS)
+                                  lower_bound=1, flag_values=FLAGS)
 _STEPS = flags.DEFINE_integer('steps', 20000, 'Joint batches to time.',
-                              flag_values=FLAGS)
+                              lower_bound=1, flag_values=FLAGS)
 _AUGMENT = flags.DEFINE_bool('augment', False, 'Augment the train streams.',
                              flag_values=FLAGS)
 _JPEGS = flags.DEFINE_integer(
     'jpegs', 0, 'Time the 224 px JPEG path on this many generated photos '
-    '(0: time the joint iterator instead).', flag_values=FLAGS)
+    '(0: time the joint iterator instead).', lower_bound=0,
+    flag_values=FLAGS)
 _JPEG_THREADS = flags.DEFINE_list(
     'jpeg_threads', ['1', '2', '4'], 'Grain thread counts to time.',
     flag_values=FLAGS)
 _JPEG_BATCH = flags.DEFINE_integer('jpeg_batch', 64, 'JPEG batch size.',
-                                   flag_values=FLAGS)
+                                   lower_bound=1, flag_values=FLAGS)
 _JPEG_BATCHES = flags.DEFINE_integer(
     'jpeg_batches', 10, 'JPEG batches timed per thread count.',
-    flag_values=FLAGS)
+    lower_bound=1, flag_values=FLAGS)
 _CONSUMPTION = flags.DEFINE_float(
     'consumption', 2000.0,
     'Images/s an accelerator step consumes (default: the flax ResNet-50 '
@@ -74,6 +76,16 @@ _CONSUMPTION = flags.DEFINE_float(
 _OUTER_STEPS_PER_S = flags.DEFINE_float(
     'outer_steps_per_s', 100.0,
     'Outer L2TL steps per second the trainer runs at.', flag_values=FLAGS)
+flags.register_validator(
+    'jpeg_threads',
+    lambda values: bool(values) and all(
+        v.strip().isdigit() and int(v) >= 1 for v in values),
+    '--jpeg_threads must be a comma-separated list of integers >= 1',
+    flag_values=FLAGS)
+flags.register_validator('consumption', lambda value: value > 0,
+                         '--consumption must be > 0', flag_values=FLAGS)
+flags.register_validator('outer_steps_per_s', lambda value: value > 0,
+                         '--outer_steps_per_s must be > 0', flag_values=FLAGS)
 
 
 def _time_steps(step_fn, steps: int) -> float:
@@ -117,6 +129,9 @@ def bench_jpegs(count: int, threads: list[int], *, batch_size: int,
     config = data.get_default_data_config()
     config.data_dir = data_dir
     config.source = config.target = f'folder:{root}'
+    # One folder as source and target: a timing of the read path, not a task
+    # (its splits share every photo).
+    config.allow_overlap = True
     config.update(dict(
         source_test_split=None, target_classes=None, target_label_mod=None,
         target_train_per_class=2, target_val_split='train',
@@ -144,8 +159,21 @@ def bench_jpegs(count: int, threads: list[int], *, batch_size: int,
 
 
 def main(argv: list[str]) -> None:
-  """Parses `argv` (program name first) into FLAGS and measures."""
-  FLAGS(argv)
+  """Parses `argv` (program name first) into FLAGS and measures.
+
+  A bad flag or data setting exits with code 2 and one 'error: ...' line
+  before anything is timed.
+  """
+  rest = cli.parse_flags(argv, FLAGS)
+  if len(rest) > 1:
+    cli.usage_error(f'Unexpected arguments: {rest[1:]}.')
+  try:
+    _measure()
+  except cli.USER_ERRORS as e:
+    cli.fail(str(e), 2)
+
+
+def _measure() -> None:
   if _JPEGS.value:
     threads = [int(t) for t in _JPEG_THREADS.value]
     rates = bench_jpegs(_JPEGS.value, threads, batch_size=_JPEG_BATCH.value,

@@ -20,11 +20,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 import logging
 import os
+import re
 import sys
+import traceback
 from typing import Any, NoReturn
 
 from absl import flags
 from absl import logging as absl_logging
+from ml_collections import config_flags
 
 from experiments import runner
 from l2tl_jax import checkpointing
@@ -47,22 +50,135 @@ USER_ERRORS = (data.DataError, validation.ConfigError,
                loading.MergeError, weights.WeightsError,
                checkpointing.LockedError, checkpointing.DamagedError)
 _OURS = tuple(os.sep + name + os.sep for name in ("l2tl_jax", "experiments"))
+# How absl reports an exception of a config file's get_config.
+_WRAPPED_CONFIG_ERROR = "Error whilst parsing config file"
+_STDLIB = os.path.dirname(os.path.abspath(os.__file__))
 
 
-def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl flag parsing where a bad flag or config override is one line.
+def parse_flags(argv: Sequence[str],
+                flag_values: flags.FlagValues | None = None) -> list[str]:
+  """absl flag parsing where a bad flag, config file or override is one line.
 
-  Use as `app.run(main, flags_parser=cli.parse_flags)`.
+  Use as `app.run(main, flags_parser=cli.parse_flags)`, or call it with a
+  module's own `flag_values`. A config file that cannot be loaded (missing,
+  a directory, a syntax error, an exception in get_config) is reported here
+  with its file and line, before anything else runs.
   """
+  flag_values = flags.FLAGS if flag_values is None else flag_values
   try:
-    return flags.FLAGS(argv)
+    rest = flag_values(list(argv))
   except flags.Error as e:
-    fail(f"{e}. See --help.", 2)
-  except (KeyError, AttributeError, TypeError, ValueError) as e:
-    # ml_collections' config overrides: misspelled fields, wrong types.
-    message = e.args[0] if isinstance(e, KeyError) and e.args else e
-    message = " ".join(str(message).split())
-    fail(f"bad --config override or config file: {message}", 2)
+    text = str(e)
+    if _WRAPPED_CONFIG_ERROR in text:  # absl's wrapping of get_config's error.
+      fail(f"cannot load the config file: {_traceback_text_summary(text)}", 2)
+    usage_error(_one_line(text))
+  except Exception as e:  # pylint: disable=broad-except
+    fail(_parse_error_message(e, argv), 2)
+  _check_config_files(flag_values)
+  return rest
+
+
+def _one_line(text: str) -> str:
+  return " ".join(str(text).split())
+
+
+def _in_config_file(filename: str) -> bool:
+  """Whether a traceback frame is a config file's (not a library's, not
+  this module's)."""
+  path = os.path.abspath(filename)
+  return (not filename.startswith("<") and not path.startswith(_STDLIB)
+          and path != os.path.abspath(__file__)
+          and not any(part in path.split(os.sep)
+                      for part in ("site-packages", "dist-packages")))
+
+
+def _traceback_text_summary(text: str) -> str:
+  """'file, line N: Type: message' from a traceback held in a message."""
+  lines = [l for l in text.splitlines() if l.strip()]
+  where = [m for m in re.finditer(r'File "([^"]+)", line (\d+)', text)
+           if _in_config_file(m.group(1))]
+  last = lines[-1].strip() if lines else text
+  if where:
+    return f"{where[-1].group(1)}, line {where[-1].group(2)}: {last}"
+  return last
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  seen = set()
+  while e.__cause__ is not None and id(e) not in seen:
+    seen.add(id(e))
+    e = e.__cause__
+  return e
+
+
+def _parse_error_message(e: Exception, argv: Sequence[str]) -> str:
+  """One line for an exception raised while the flags were parsed."""
+  if isinstance(e, SyntaxError):
+    return (f"cannot load the config file: {e.filename}, line {e.lineno}: "
+            f"SyntaxError: {e.msg}")
+  frames = [f for f in traceback.extract_tb(e.__traceback__)
+            if _in_config_file(f.filename)]
+  what = f"{type(e).__name__}: {_one_line(e)}"
+  if frames:
+    return (f"cannot load the config file: {frames[-1].filename}, line "
+            f"{frames[-1].lineno}: {what}")
+  if isinstance(e, OSError):
+    return ("cannot load the config file: "
+            f"{_one_line(_last_line(_root_cause(e)))}. See --help.")
+  if isinstance(e, AttributeError) and getattr(e, "name", None) == "get_config":
+    return ("cannot load the config file: it defines no get_config() "
+            "(see experiments/configs/*.py).")
+  # ml_collections' config overrides: misspelled fields, wrong types.
+  if isinstance(e, (KeyError, AttributeError)):
+    # ConfigDict's message: the key (quoted once or twice), maybe a line
+    # 'Did you mean "steps" instead of "stpes"?'.
+    inner = e.args[0] if e.args else e
+    if isinstance(inner, KeyError) and inner.args:
+      inner = inner.args[0]
+    lines = str(inner).strip("\"' ").splitlines() or [""]
+    key = lines[0].strip("\"' ")
+    hint = " ".join(l.strip() for l in lines[1:] if l.strip())
+    named = [a.split("=", 1)[0] for a in argv[1:]
+             if a.startswith("-") and "." in a.split("=", 1)[0]
+             and key in a.split("=", 1)[0].lstrip("-").split(".")[1:]]
+    if named:
+      return (f"bad config override {named[-1]}: {key!r} is not a field of "
+              f"the config. {hint or 'Misspelled?'} See --help.")
+  return f"bad --config override or config file: {_one_line(e)}. See --help."
+
+
+def _last_line(e: BaseException) -> str:
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  return lines[-1] if lines else type(e).__name__
+
+
+def _check_config_files(flag_values: flags.FlagValues) -> None:
+  """Exits with one line when a config flag's file did not load.
+
+  ml_collections keeps the error of a missing or unreadable file until the
+  config is first used; it is raised here instead.
+  """
+  for name in list(flag_values):
+    flag = flag_values[name]
+    if not config_flags.config_flags.is_config_flag(flag):
+      continue
+    try:
+      getattr(flag.value, "keys", None)
+    except OSError as e:
+      try:
+        path = config_flags.get_config_filename(flag)
+      except flags.Error:
+        path = None
+      fail(f"--{flag.name}{'=' + path if path else ''}: cannot load the "
+           f"config file: {_last_line(_root_cause(e)).rstrip('.')}. "
+           "See --help.", 2)
+
+
+def usage_error(message: str) -> NoReturn:
+  """A bad command-line argument: one line 'error: message. See --help.',
+  exit code 2."""
+  message = _one_line(message).rstrip(".")
+  fail(f"{message}. See --help.", 2)
 
 
 class _ConsoleFilter(logging.Filter):

@@ -43,6 +43,7 @@ from l2tl_jax import checkpointing
 from l2tl_jax import methods as methods_lib
 from l2tl_jax import plots
 from l2tl_jax import train
+from l2tl_jax import validation
 
 DEFAULT_METHODS = ("scratch", "finetune", "joint_uniform", "datl", "l2tl")
 SWEEP_METHODS = ("finetune", "l2tl")
@@ -51,7 +52,8 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (experiments/configs/*.py).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
-_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 per method.")
+_SEEDS = flags.DEFINE_integer("seeds", 3, "Seeds 0..N-1 per method.",
+                              lower_bound=1)
 _METHODS = flags.DEFINE_list(
     "methods", list(DEFAULT_METHODS), f"Methods, among {tuple(methods_lib.METHODS)}."
 )
@@ -61,8 +63,8 @@ _TARGET_PER_CLASS = flags.DEFINE_list(
     "and L2TL); none: no sweep.",
 )
 _SWEEP_SEEDS = flags.DEFINE_integer(
-    "sweep_seeds", None, "Seeds per point of the sweep (default: --seeds)."
-)
+    "sweep_seeds", None, "Seeds per point of the sweep (default: --seeds).",
+    lower_bound=1)
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -74,6 +76,8 @@ def check_arguments(
     target_per_class: Sequence[int] | None = None,
 ) -> None:
   """Raises ValueError on arguments no comparison can run with.
+
+  Also checks config.l2tl.mode (validation.ConfigError, a ValueError).
 
   Args:
     config: the base config.
@@ -91,10 +95,18 @@ def check_arguments(
     raise ValueError(f"The number of seeds must be >= 1, got {seeds}.")
   if config.data.target_test_split is None:
     raise ValueError("A comparison needs config.data.target_test_split.")
+  validation.check_l2tl_mode(config, train.L2TL_MODES)
   if target_per_class is not None and (
       not target_per_class or min(target_per_class) < 1):
     raise ValueError(
         f"Target sizes must be >= 1, got {list(target_per_class)}.")
+
+
+def _check_plan(plan) -> None:
+  """Every run's config checked before the first run starts
+  (validation.ConfigError)."""
+  for config, _ in plan:
+    validation.check_config(config, l2tl_modes=train.L2TL_MODES)
 
 
 def _by_method(plan, results):
@@ -148,6 +160,7 @@ def run_comparison(
        os.path.join(workdir, "runs", m, f"seed{s}"))
       for m in methods for s in range(seeds)
   ]
+  _check_plan(plan)
   results = runner.run_all(plan)
   by_method = _by_method(plan, results)
   notes: list[str] = []
@@ -216,6 +229,7 @@ def run_target_size_sweep(
           for m in methods for s in range(seeds)]
       for k in sizes
   }
+  _check_plan([run for plan in plans.values() for run in plan])
   results = runner.run_all([run for plan in plans.values() for run in plan])
   notes: list[str] = []
   lines: dict[str, list[dict[str, Any]]] = {}
@@ -248,19 +262,23 @@ def run_target_size_sweep(
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.usage_error(f"Unexpected arguments: {argv[1:]}.")
+  if _TARGET_PER_CLASS.value is not None and not _TARGET_PER_CLASS.value:
+    cli.usage_error("--target_per_class is empty: give target sizes (e.g. "
+                    "5,10,20), or leave the flag out for no sweep.")
   try:
     sizes = [int(k) for k in _TARGET_PER_CLASS.value or []]
   except ValueError as e:
-    raise app.UsageError(f"--target_per_class: {e}") from e
+    cli.usage_error(f"--target_per_class: {e}.")
   seeds = _SEEDS.value
   sweep_seeds = _SWEEP_SEEDS.value or seeds
   try:
     check_arguments(_CONFIG.value, seeds=seeds, methods=_METHODS.value,
                     target_per_class=sizes or None)
-    check_arguments(_CONFIG.value, seeds=sweep_seeds, methods=SWEEP_METHODS)
+    if sizes:
+      check_arguments(_CONFIG.value, seeds=sweep_seeds, methods=SWEEP_METHODS)
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    cli.usage_error(str(e))
   cli.setup_logging(_WORKDIR.value)
   summary = cli.run_or_exit(
       run_comparison, _CONFIG.value, _WORKDIR.value, seeds=seeds,

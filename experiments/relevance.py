@@ -214,16 +214,13 @@ def define_flags() -> None:
   flags.DEFINE_string("workdir", None, "A finished run or comparison folder.")
   flags.DEFINE_integer(
       "max_rows", 40, "Classes per printed table (top and bottom half); "
-      "relevance.md holds every class.")
+      "relevance.md holds every class.", lower_bound=2)
   flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if flags.FLAGS.max_rows < 2:
-    raise app.UsageError(
-        f"--max_rows must be >= 2, got {flags.FLAGS.max_rows}.")
+    cli.usage_error(f"Unexpected arguments: {argv[1:]}.")
   cli.setup_logging(None)
   report_or_exit(flags.FLAGS.workdir, max_rows=flags.FLAGS.max_rows)
 

@@ -27,7 +27,33 @@ from typing import Any, Sequence
 from absl import app
 from absl import flags
 
+from experiments import cli
+
 BASELINES = ("finetune", "joint_uniform")
+
+
+class StudyError(ValueError):
+  """A path that holds no readable study summary."""
+
+
+def _read_study(path: str) -> dict[str, Any]:
+  """One study.json, checked for the fields the tables read."""
+  try:
+    with open(path) as f:
+      study = json.load(f)
+  except (OSError, ValueError) as e:
+    raise StudyError(f"cannot read {path}: {e}") from e
+  variants = study.get("variants") if isinstance(study, dict) else None
+  if not isinstance(variants, dict) or not variants:
+    raise StudyError(f"{path} is not a policy study summary (no 'variants'; "
+                     "experiments.study writes study.json).")
+  for name, row in variants.items():
+    if not isinstance(row, dict) or not all(
+        isinstance(row.get(k), (int, float))
+        for k in ("test_mean", "test_std")):
+      raise StudyError(f"{path}: variant {name!r} has no test_mean / "
+                       "test_std.")
+  return study
 
 
 def load(path: str) -> dict[str, Any]:
@@ -36,13 +62,18 @@ def load(path: str) -> dict[str, Any]:
   'A+B': the variants of both studies of one benchmark (rows of B replace
   A's of the same name), e.g. a study of new variants beside an earlier
   one whose runs are not on this machine; named after A's folder.
+
+  Raises:
+    StudyError: a part that is empty, unreadable or no study summary.
   """
+  if not all(part.strip() for part in path.split("+")):
+    raise StudyError(f"{path!r} has an empty part: give 'A' or 'A+B' with "
+                     "study folders (or study.json files).")
   merged = None
   for part in path.split("+"):
     if os.path.isdir(part):
       part = os.path.join(part, "study.json")
-    with open(part) as f:
-      study = json.load(f)
+    study = _read_study(part)
     if merged is None:
       merged = study
     else:
@@ -135,18 +166,35 @@ _POLICIES = flags.DEFINE_list(
     "Policies of the validation table.")
 
 
+def check_policies(studies: Sequence[dict[str, Any]], policy: str,
+                   policies: Sequence[str] | None) -> None:
+  """Raises StudyError on policy names that no study holds (their rows
+  would be all '-'); `policies` None: only `policy` is checked."""
+  present = sorted({name for s in studies for name in s["variants"]})
+  unknown = [p for p in dict.fromkeys([policy, *(policies or ())])
+             if p not in present]
+  if unknown:
+    raise StudyError(f"{', '.join(unknown)} not in any of the studies; "
+                     f"their variants: {', '.join(present)}.")
+  if policies is not None and not policies:
+    raise StudyError("--policies is empty; give policy (variant) names.")
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.usage_error(f"Unexpected arguments: {argv[1:]}.")
   if not _STUDIES.value:
-    raise app.UsageError("--studies: give one or more study folders.")
-  studies = []
-  for path in _STUDIES.value:
-    try:
-      study = load(path)
-    except (OSError, json.JSONDecodeError) as e:
-      raise app.UsageError(f"--studies: cannot read {path}: {e}") from e
-    studies.append(study)
+    cli.usage_error("--studies: give one or more study folders.")
+  try:
+    studies = [load(path) for path in _STUDIES.value]
+  except StudyError as e:
+    cli.usage_error(f"--studies: {e}")
+  try:  # The default --policies may name policies these studies lack.
+    check_policies(studies, _POLICY.value,
+                   _POLICIES.value if flags.FLAGS["policies"].present
+                   else None)
+  except StudyError as e:
+    cli.usage_error(f"--policy / --policies: {e}")
   print(benchmark_table(studies, _POLICY.value))
   table, best = validation_table(studies, _POLICIES.value)
   print(table)
@@ -154,4 +202,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)

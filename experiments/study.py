@@ -41,11 +41,13 @@ from experiments import runner
 from experiments import timing
 from l2tl_jax import build
 from l2tl_jax import checkpointing
+from l2tl_jax import data
 from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import parallel
 from l2tl_jax import plots
 from l2tl_jax import train
+from l2tl_jax import validation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -220,9 +222,12 @@ def known_answer_variants(relevance) -> dict[str, Variant]:
     0.495, the reference's normalisation as the policy it mirrors), so that
     selection and the amount of source weight can be told apart.
   """
-  rel = tuple(float(r) for r in relevance)
+  try:
+    rel = tuple(float(r) for r in relevance)
+  except (TypeError, ValueError):
+    rel = ()
   if not rel or set(rel) - {0.0, 1.0} or len(set(rel)) < 2:
-    raise ValueError(
+    raise validation.ConfigError(
         "config.source_class_relevance must hold a 0 or 1 per source class, "
         f"with both present; got {tuple(relevance)}.")
   anti = tuple(1.0 - r for r in rel)
@@ -283,8 +288,8 @@ _VARIANTS = flags.DEFINE_list(
     "variants", list(DEFAULT_VARIANTS), f"Among {', '.join(VARIANTS)}."
 )
 _BENCH_STEPS = flags.DEFINE_integer(
-    "bench_steps", 100, "Timed steps per step-time measurement (0: skip)."
-)
+    "bench_steps", 100, "Timed steps per step-time measurement (0: skip).",
+    lower_bound=0)
 
 
 def variant_config(
@@ -308,7 +313,7 @@ def variant_config(
   n = variant.window
   if n > 1:
     if out.train.steps % n:
-      raise ValueError(
+      raise validation.ConfigError(
           f"config.train.steps={out.train.steps} is not divisible by the "
           f"credit window {n}.")
     out.l2tl.inner_steps = n
@@ -460,6 +465,31 @@ def score_against_truth(rows: dict[str, dict[str, Any]],
                                   if gap > 0 else None)
 
 
+def check_relevance(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError unless config.source_class_relevance (when set) holds
+  one 0/1 per source class of the task, both present.
+
+  Builds the task (`data.build_task(config.data)`) to count the source
+  classes, so that a study finds a wrong length before any run trains.
+
+  Raises:
+    validation.ConfigError: a wrong length or value.
+    data.DataError: the task cannot be built.
+  """
+  relevance = config.get("source_class_relevance")
+  if relevance is None:
+    return
+  known_answer_variants(relevance)  # The values.
+  task = data.build_task(config.data)
+  if len(relevance) != task.num_src_classes:
+    names = task.src_class_names
+    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+    raise validation.ConfigError(
+        f"config.source_class_relevance has {len(relevance)} entries, but "
+        f"the source {config.data.source!r} has {task.num_src_classes} "
+        f"classes ({shown}): give one 0/1 per source class, in label order.")
+
+
 def check_variants(variants: Sequence[str], seeds: int,
                    known: dict[str, Variant] | None = None) -> None:
   """Raises ValueError on variant names or seed counts no study runs.
@@ -505,11 +535,17 @@ def run_study(
 
   Raises:
     ValueError: unknown variants or bad seeds.
+    validation.ConfigError: a config no run can use (every run's config is
+      checked, and config.source_class_relevance against the source's
+      classes, before the first run starts).
     runner.RunFailedError, runner.RunInterruptedError: as
       `compare.run_comparison`.
   """
+  validation.check_l2tl_mode(config, train.L2TL_MODES)
   known = study_variants(config)
   check_variants(variants, seeds, known)
+  if bench_steps < 0:
+    raise ValueError(f"bench_steps must be >= 0, got {bench_steps}.")
   workdir = os.path.abspath(workdir)
   pretrain_dir = runner.pretrain_dir(config, workdir)
   plan = [
@@ -518,6 +554,9 @@ def run_study(
        os.path.join(workdir, "runs", name, f"seed{s}"))
       for name in variants for s in range(seeds)
   ]
+  for _, run_config, _ in plan:
+    validation.check_config(run_config, l2tl_modes=train.L2TL_MODES)
+  check_relevance(config)
   results = runner.run_all([(c, d) for _, c, d in plan])
   rows = {}
   for name in variants:
@@ -659,12 +698,13 @@ def study_markdown(summary: dict[str, Any]) -> str:
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.usage_error(f"Unexpected arguments: {argv[1:]}.")
   try:
+    validation.check_l2tl_mode(flags.FLAGS.config, train.L2TL_MODES)
     check_variants(_VARIANTS.value, flags.FLAGS.seeds,
                    study_variants(flags.FLAGS.config))
   except ValueError as e:
-    raise app.UsageError(str(e)) from e
+    cli.usage_error(str(e))
   cli.setup_logging(flags.FLAGS.workdir)
   summary = cli.run_or_exit(
       run_study, flags.FLAGS.config, flags.FLAGS.workdir,

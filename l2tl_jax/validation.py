@@ -7,6 +7,7 @@ workdir. Data fields are checked where the task is built (`data.DataError`).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 import math
 import os
 from typing import Any
@@ -109,13 +110,54 @@ def _schedule_problem(boundaries_name: str, scales_name: str,
   return None
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
+def l2tl_mode_problem(config: ml_collections.ConfigDict,
+                      l2tl_modes: Collection[str]) -> str | None:
+  """What is wrong with config.l2tl.mode (not a key of `l2tl_modes`), or None.
+
+  Args:
+    config: a run config.
+    l2tl_modes: the mode names (`train.L2TL_MODES`).
+  """
+  mode = config.l2tl.get("mode", "reference")
+  if mode in l2tl_modes:
+    return None
+  return (f"config.l2tl.mode must be one of {', '.join(l2tl_modes)}, got "
+          f"{mode!r}")
+
+
+def check_l2tl_mode(config: ml_collections.ConfigDict,
+                    l2tl_modes: Collection[str]) -> None:
+  """Raises ConfigError when config.l2tl.mode names no mode (a config before
+  `train.resolve_config`, which fills fields from the mode)."""
+  problem = l2tl_mode_problem(config, l2tl_modes)
+  if problem:
+    _raise([problem])
+
+
+def _raise(problems: list[str]) -> None:
+  raise ConfigError(
+      f"{len(problems)} config field(s) cannot be used: "
+      + "; ".join(problems) + ". Fix them (--config.FIELD=VALUE) and rerun.")
+
+
+def check_config(config: ml_collections.ConfigDict, *,
+                 l2tl_modes: Collection[str] | None = None) -> None:
   """Raises ConfigError listing every bad field of a resolved run config.
 
   Args:
     config: the run config after `train.resolve_config`.
+    l2tl_modes: the mode names config.l2tl.mode may take
+      (`train.L2TL_MODES`); None: the mode is not checked. An unknown mode
+      is reported with the other fields; the config.l2tl fields it would
+      have filled (still None) are then not.
   """
   problems = []
+  unknown_mode = False
+  if l2tl_modes is not None:
+    problem = l2tl_mode_problem(config, l2tl_modes)
+    if problem:
+      problems.append(problem)
+      unknown_mode = True
   if config.method not in methods_lib.METHODS:
     problems.append(f"config.method must be one of "
                     f"{', '.join(methods_lib.METHODS)}, got {config.method!r}")
@@ -145,7 +187,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     problems.append(f"config.model.init_from {init_from!r} does not exist")
   for name, spec in RANGES.items():
     value = _get(config, name)
-    if value is None and name in OPTIONAL:
+    if value is None and (name in OPTIONAL
+                          or (unknown_mode and name.startswith("l2tl."))):
       continue
     problem = _range_problem(name, value, *spec)
     if problem:
@@ -163,9 +206,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       except ValueError as e:
         problems.append(f"config.l2tl: {e}")
   if problems:
-    raise ConfigError(
-        f"{len(problems)} config field(s) cannot be used: "
-        + "; ".join(problems) + ". Fix them (--config.FIELD=VALUE) and rerun.")
+    _raise(problems)
 
 
 def check_batches(config: ml_collections.ConfigDict, *, devices: int,

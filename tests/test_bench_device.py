@@ -72,3 +72,20 @@ def test_device_check_without_wheels_or_with_bad_flags_says_what_to_do(
   else:
     assert "bash experiments/device_check.sh --prepare" in proc.stderr
   assert not (tmp_path / "out").exists()  # Nothing half-written.
+
+
+@pytest.mark.parametrize("flag,message", [
+    ("--dtypes=float16", "--dtypes must be a comma-separated list among "
+     "float32, bfloat16"),
+    ("--encoder=lenet", "flag --encoder=lenet: value should be one of"),
+    ("--steps=0", "0 is not a positive integer"),
+    ("--batch=-1", "-1 is not a non-negative integer"),
+])
+def test_bad_flags_stop_before_any_work_in_one_line(capsys, flag, message):
+  with pytest.raises(SystemExit) as info:
+    bench_device.main(["bench_device", flag])
+  assert info.value.code == 2
+  captured = capsys.readouterr()
+  assert captured.out == ""
+  assert captured.err.startswith("error: ") and message in captured.err
+  assert captured.err.count("\n") == 1

@@ -12,6 +12,7 @@ from experiments import compare
 from experiments import runner
 from experiments.configs import tiny
 from l2tl_jax import train
+from l2tl_jax import validation
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("finetune", "l2tl")
@@ -236,3 +237,26 @@ def test_arguments_are_checked():
   with pytest.raises(ValueError, match="Target sizes"):
     compare.check_arguments(config, seeds=1, methods=["l2tl"],
                             target_per_class=[0])
+  config.l2tl.mode = "bogus"
+  with pytest.raises(ValueError, match="config.l2tl.mode must be one of "
+                     "reference, meta_gradient, recommended, got 'bogus'"):
+    compare.check_arguments(config, seeds=1, methods=["l2tl"])
+
+
+def test_configs_no_run_can_use_are_refused_before_the_first_run(
+    tmp_path, monkeypatch):
+  def fake(config, run_dir):
+    raise AssertionError(f"{run_dir} started")
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake)
+  config = tiny.get_config()
+  config.train.steps = 0
+  with pytest.raises(validation.ConfigError, match="config.train.steps"):
+    compare.run_comparison(config, str(tmp_path / "cmp"), seeds=1,
+                           methods=METHODS)
+  config.train.steps = 6
+  config.l2tl.val_batch_size = 0
+  with pytest.raises(validation.ConfigError, match="val_batch_size"):
+    compare.run_target_size_sweep(config, str(tmp_path / "cmp"), seeds=1,
+                                  target_per_class=[3])
+  assert not os.path.exists(tmp_path / "cmp")

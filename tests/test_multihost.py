@@ -127,7 +127,8 @@ def test_settings_come_from_config_then_environment():
   assert distributed.settings({"coordinator_address": None}, {}) is None
   assert distributed.settings({}, env) == {
       "coordinator_address": "10.0.0.1:1234", "num_processes": 4,
-      "process_id": 2, "cluster_detection_method": "deactivate"}
+      "process_id": 2, "cluster_detection_method": "deactivate",
+      "initialization_timeout": distributed.DEFAULT_TIMEOUT_S}
   config = {"coordinator_address": "h:1", "num_processes": 2,
             "process_id": 0, "cluster_detection": None}
   assert distributed.settings(config, env)["num_processes"] == 2
@@ -142,11 +143,148 @@ def test_settings_come_from_config_then_environment():
   # Cluster detection fills the rest (None: JAX's default detection).
   assert distributed.settings({"cluster_detection": "auto"}, {}) == {
       "coordinator_address": None, "num_processes": None, "process_id": None,
-      "cluster_detection_method": None}
+      "cluster_detection_method": None,
+      "initialization_timeout": distributed.DEFAULT_TIMEOUT_S}
   assert distributed.settings({"cluster_detection": "slurm"}, {})[
       "cluster_detection_method"] == "slurm"
   # Nothing set: a no-op.
   assert not distributed.initialize(None, {})
+  assert distributed.settings({"initialization_timeout": 20}, env)[
+      "initialization_timeout"] == 20
+
+
+@pytest.mark.parametrize("address,host,port", [
+    ("10.0.0.1:1234", "10.0.0.1", 1234),
+    ("node-7.cluster:65535", "node-7.cluster", 65535),
+    ("[::1]:8476", "::1", 8476),
+    ("[fe80::1%eth0]:1", "fe80::1%eth0", 1),
+])
+def test_coordinator_addresses_are_host_and_port(address, host, port):
+  assert distributed.parse_address(address) == (host, port)
+
+
+@pytest.mark.parametrize("address,match", [
+    ("myhost", "has no port"),
+    ("myhost:", "has no port"),
+    ("[::1]", "has no port"),
+    ("myhost:http", "port 'http' is not an integer in \\[1, 65535\\]"),
+    ("myhost:0", "port '0' is not an integer"),
+    ("myhost:70000", "port '70000' is not an integer"),
+    (":1234", "has no host"),
+    ("[]:1234", "has no host"),
+    ("::1:1234", "IPv6 host needs brackets, e.g. '\\[::1\\]:1234'"),
+])
+def test_malformed_coordinator_addresses_are_refused(address, match):
+  with pytest.raises(distributed.SetupError, match=match):
+    distributed.parse_address(address)
+  # Before anything starts, from the environment too; one line each.
+  env = {distributed.ENV_COORDINATOR: address,
+         distributed.ENV_NUM_PROCESSES: "2", distributed.ENV_PROCESS_ID: "1"}
+  with pytest.raises(ValueError, match=match) as info:
+    distributed.initialize(None, env)
+  assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("config,match", [
+    ({"num_processes": 2, "process_id": 2}, "must be in \\[0, 1\\] for 2"),
+    ({"num_processes": 2, "process_id": -1}, "must be in \\[0, 1\\]"),
+    ({"num_processes": 0, "process_id": 0}, "must be >= 1, got 0"),
+    ({"num_processes": 2, "process_id": 0, "initialization_timeout": 0},
+     "initialization_timeout must be a positive number of seconds"),
+    ({"num_processes": 2, "process_id": 0, "initialization_timeout": "60"},
+     "initialization_timeout must be a positive"),
+])
+def test_settings_out_of_range_are_refused(config, match):
+  with pytest.raises(distributed.SetupError, match=match):
+    distributed.settings({"coordinator_address": "h:1", **config}, {})
+
+
+def test_a_process_whose_coordinator_never_starts_stops_in_time():
+  """Process 1 of 2 waits for process 0's port with progress lines, then
+  stops with one line (nothing of JAX's has started)."""
+  lines = []
+  port = _free_port()  # Nothing listens there.
+  config = {"coordinator_address": f"127.0.0.1:{port}", "num_processes": 2,
+            "process_id": 1, "initialization_timeout": 1.5}
+  with pytest.raises(distributed.SetupError) as info:
+    distributed.initialize(config, {}, report=lines.append,
+                           progress_every_s=0.5)
+  message = str(info.value)
+  assert message.startswith(
+      f"process 1 of 2 could not reach the coordinator at 127.0.0.1:{port} "
+      "within 1.5 s (")
+  assert f"JAX_COORDINATOR_ADDRESS=127.0.0.1:{port}" in message
+  assert "JAX_NUM_PROCESSES=2" in message
+  assert "initialization_timeout" in message and "\n" not in message
+  assert lines and all(
+      l.startswith("process 1 of 2: waiting for the coordinator (process 0) "
+                   f"at 127.0.0.1:{port} (") for l in lines)
+
+
+def _console(argv, *, env=None, timeout=120):
+  return subprocess.run([sys.executable, *argv], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def _error_line(proc) -> str:
+  """The one 'error: ...' line of a process that exited with code 2."""
+  output = proc.stdout + proc.stderr
+  assert proc.returncode == 2, output
+  assert "Traceback" not in output, output
+  errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, output
+  return errors[0]
+
+
+@pytest.mark.slow  # A subprocess.
+def test_a_coordinator_whose_peers_never_start_stops_in_time():
+  """Process 0 of 2 alone: one line and exit code 2 at the deadline, before
+  JAX's own fatal abort."""
+  port = _free_port()
+  code = ("from l2tl_jax import distributed; distributed.initialize("
+          f"{{'coordinator_address': '127.0.0.1:{port}', 'num_processes': 2,"
+          " 'process_id': 0, 'initialization_timeout': 2}, {},"
+          " progress_every_s=0.5)")
+  proc = _console(["-c", code], env=_env(1, "/unused"))
+  line = _error_line(proc)
+  assert line.startswith(
+      "error: distributed set-up: process 0 of 2: not every process "
+      f"connected to the coordinator at 127.0.0.1:{port} within 2 s: start "
+      "all 2 processes (JAX_PROCESS_ID 0 to 1)"), line
+  assert "process 0 of 2: waiting for the other processes" in proc.stderr
+
+
+@pytest.mark.slow  # Two subprocesses.
+def test_processes_started_with_different_counts_all_stop():
+  """JAX_NUM_PROCESSES 2 on process 0 and 3 on process 1: both connect (the
+  coordinator expects 2), compare their settings, and stop with one line."""
+  port = _free_port()
+  procs = []
+  for pid, num in ((0, 2), (1, 3)):
+    env = _env(1, "/unused")
+    env.update({distributed.ENV_COORDINATOR: f"127.0.0.1:{port}",
+                distributed.ENV_NUM_PROCESSES: str(num),
+                distributed.ENV_PROCESS_ID: str(pid)})
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "experiments.main",
+         "--config=experiments/configs/tiny.py", "--workdir=/unused/run"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True))
+  try:
+    outputs = [p.communicate(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  for proc, (stdout, stderr) in zip(procs, outputs):
+    line = _error_line(subprocess.CompletedProcess(
+        proc.args, proc.returncode, stdout, stderr))
+    assert line == (
+        "error: distributed set-up: the processes were started with "
+        "different JAX_NUM_PROCESSES (or config.distributed.num_processes): "
+        "process 0: 2, process 1: 3; 2 connected. Start every process with "
+        "the same JAX_NUM_PROCESSES."), line
 
 
 def _joined(parts):

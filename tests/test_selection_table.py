@@ -1,5 +1,9 @@
 """The where-selection-pays table from study summaries, on hand-made rows."""
 
+import json
+
+import pytest
+
 from experiments import selection_table
 
 
@@ -47,7 +51,6 @@ def test_validation_table_picks_the_best_mean_over_complete_rows():
 
 
 def test_two_studies_of_one_benchmark_merge(tmp_path):
-  import json
   old, new = tmp_path / "bench", tmp_path / "bench_new"
   old.mkdir(), new.mkdir()
   (old / "study.json").write_text(json.dumps(
@@ -58,3 +61,30 @@ def test_two_studies_of_one_benchmark_merge(tmp_path):
   assert study["benchmark_name"] == "bench"
   assert {k: v["test_mean"] for k, v in study["variants"].items()} == {
       "a": 0.5, "b": 0.7, "c": 0.8}
+
+
+def test_paths_without_a_study_are_refused_in_one_line(tmp_path):
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "study.json").write_text(json.dumps({"x": 1}))
+  (tmp_path / "rowless").mkdir()
+  (tmp_path / "rowless" / "study.json").write_text(json.dumps(
+      {"variants": {"a": {"val_mean": 0.5}}}))
+  for path, match in ((tmp_path / "none", "cannot read"),
+                      (tmp_path / "other", "is not a policy study summary"),
+                      (tmp_path / "rowless", "'a' has no test_mean"),
+                      (f"{tmp_path / 'other'}+", "has an empty part")):
+    with pytest.raises(selection_table.StudyError, match=match) as info:
+      selection_table.load(str(path))
+    assert "\n" not in str(info.value)
+
+
+def test_policies_no_study_holds_are_refused():
+  studies = [_study("a", p=_row(0, 0)), _study("b", q=_row(0, 0))]
+  selection_table.check_policies(studies, "p", ["p", "q"])
+  selection_table.check_policies(studies, "q", None)
+  with pytest.raises(selection_table.StudyError,
+                     match="^pq, x not in any of the studies; their "
+                     "variants: p, q.$"):
+    selection_table.check_policies(studies, "pq", ["p", "x", "x"])
+  with pytest.raises(selection_table.StudyError, match="--policies is empty"):
+    selection_table.check_policies(studies, "p", [])

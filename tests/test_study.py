@@ -12,6 +12,7 @@ from experiments.configs import default
 from experiments.configs import fashion_tops
 from experiments.configs import tiny
 from l2tl_jax import train
+from l2tl_jax import validation
 
 
 def test_mean_pairwise_spearman_by_hand():
@@ -86,9 +87,77 @@ def test_modes_fill_only_unset_fields():
   assert resolved.l2tl.policy_lr == 0.3
   assert resolved.l2tl.estimator == "reinforce"
   assert resolved.l2tl.reward == "accuracy"
+
+
+def test_an_unknown_mode_is_a_config_error_listing_the_modes():
+  config = default.get_config()
   config.l2tl.mode = "fast"
-  with pytest.raises(ValueError, match="mode must be one of"):
-    train.resolve_config(config)
+  message = ("config.l2tl.mode must be one of reference, meta_gradient, "
+             "recommended, got 'fast'")
+  with pytest.raises(validation.ConfigError, match=message):
+    validation.check_l2tl_mode(config, train.L2TL_MODES)
+  # Reported with the other fields; the fields the mode would have filled
+  # (still None) are not.
+  resolved = train.resolve_config(default.get_config())
+  resolved.l2tl.mode = "fast"
+  resolved.l2tl.val_batch_size = None
+  resolved.train.steps = 0
+  with pytest.raises(validation.ConfigError) as info:
+    validation.check_config(resolved, l2tl_modes=train.L2TL_MODES)
+  assert str(info.value).startswith(
+      f"2 config field(s) cannot be used: {message}; config.train.steps must "
+      "be >= 1, got 0.")
+  assert "val_batch_size" not in str(info.value)
+  resolved.l2tl.mode = "reference"
+  with pytest.raises(validation.ConfigError, match="val_batch_size"):
+    validation.check_config(resolved, l2tl_modes=train.L2TL_MODES)
+
+
+def _no_runs(monkeypatch):
+  def run_all(plan):
+    raise AssertionError(f"{len(plan)} runs started")
+  monkeypatch.setattr(study.runner, "run_all", run_all)
+
+
+def test_configs_no_run_can_use_are_refused_before_the_first_run(
+    tmp_path, monkeypatch):
+  _no_runs(monkeypatch)
+  config = tiny.get_config()
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.l2tl.mode = "bogus"  # The finetune row follows the base mode.
+  with pytest.raises(validation.ConfigError, match="config.l2tl.mode"):
+    study.run_study(config, str(tmp_path / "s"), seeds=1,
+                    variants=["finetune", "reinforce_reference"])
+  config.l2tl.mode = "reference"
+  config.train.steps = 0
+  with pytest.raises(validation.ConfigError, match="config.train.steps"):
+    study.run_study(config, str(tmp_path / "s"), seeds=1,
+                    variants=["finetune"])
+  config.train.steps = 6
+  with pytest.raises(validation.ConfigError,
+                     match="not divisible by the credit window 4"):
+    study.run_study(config, str(tmp_path / "s"), seeds=1,
+                    variants=["reinforce_paired_window4"])
+  assert not os.path.exists(tmp_path / "s")
+
+
+def test_a_known_answer_of_the_wrong_length_is_refused_before_any_run(
+    tmp_path, monkeypatch):
+  _no_runs(monkeypatch)
+  config = tiny.get_config()  # 10 source digits.
+  config.data.data_dir = str(tmp_path / "tfds")
+  config.source_class_relevance = (1, 0, 1)
+  with pytest.raises(validation.ConfigError) as info:
+    study.run_study(config, str(tmp_path / "s"), seeds=1,
+                    variants=["finetune", "oracle"])
+  assert str(info.value).startswith(
+      "config.source_class_relevance has 3 entries, but the source "
+      "'mnist_5k' has 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)")
+  config.source_class_relevance = (1, 1)
+  with pytest.raises(validation.ConfigError, match="a 0 or 1 per source"):
+    study.check_relevance(config)
+  config.source_class_relevance = (1,) * 5 + (0,) * 5
+  study.check_relevance(config)  # The right length.
 
 
 def test_ranking_auc_by_hand():
