@@ -170,6 +170,7 @@ def run_comparison(
       "std_kind": report.std_kind(seeds),
       "class_weights": report.class_weight_summary(by_method),
       "source_relevance": report.source_relevance(by_method),
+      "per_class": report.per_class_summary(by_method),
       "protocol": report.protocol(config, list(results.values()),
                            seeds=list(range(seeds)), rows=list(rows)),
       "notes": notes,

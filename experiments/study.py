@@ -466,28 +466,20 @@ def score_against_truth(rows: dict[str, dict[str, Any]],
 
 
 def check_relevance(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError unless config.source_class_relevance (when set) holds
-  one 0/1 per source class of the task, both present.
-
-  Builds the task (`data.build_task(config.data)`) to count the source
-  classes, so that a study finds a wrong length before any run trains.
+  """Raises unless config.source_class_relevance (when set) holds one 0/1
+  per source class, both present, so that a study finds a wrong length
+  before any run trains (the source's class names are read without its
+  images).
 
   Raises:
-    validation.ConfigError: a wrong length or value.
-    data.DataError: the task cannot be built.
+    validation.ConfigError: a value other than 0/1, or only one of them.
+    data.DataError: a wrong length, or a source that cannot be opened.
   """
   relevance = config.get("source_class_relevance")
   if relevance is None:
     return
   known_answer_variants(relevance)  # The values.
-  task = data.build_task(config.data)
-  if len(relevance) != task.num_src_classes:
-    names = task.src_class_names
-    shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
-    raise validation.ConfigError(
-        f"config.source_class_relevance has {len(relevance)} entries, but "
-        f"the source {config.data.source!r} has {task.num_src_classes} "
-        f"classes ({shown}): give one 0/1 per source class, in label order.")
+  data.check_class_relevance(relevance, data.source_class_names(config.data))
 
 
 def check_variants(variants: Sequence[str], seeds: int,

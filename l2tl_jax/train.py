@@ -103,16 +103,12 @@ def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDi
 
   Returns:
     A resolved copy (the input is not changed). Explicitly set fields win.
-
-  Raises:
-    ValueError: unknown mode.
+    An unknown mode fills nothing: `validation.check_config` reports it with
+    the other fields.
   """
   out = config.copy_and_resolve_references()
-  mode = out.l2tl.get("mode", "reference")
-  if mode not in L2TL_MODES:
-    raise ValueError(
-        f"config.l2tl.mode must be one of {tuple(L2TL_MODES)}, got {mode!r}.")
-  for name, value in L2TL_MODES[mode].items():
+  mode = out.l2tl.get("mode", "recommended")
+  for name, value in L2TL_MODES.get(mode, {}).items():
     if out.l2tl.get(name) is None:
       out.l2tl[name] = value
   return out
@@ -537,7 +533,7 @@ def train_and_evaluate(
     DamagedError: every checkpoint of the run is damaged.
   """
   config = resolve_config(config)
-  validation.check_config(config)
+  validation.check_config(config, l2tl_modes=L2TL_MODES)
   loaded = None
   if config.model.get("init_from"):  # Before the data and the workdir.
     loaded = weights.load(config.model.init_from)

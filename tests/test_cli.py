@@ -69,7 +69,7 @@ CASES = {
          "--config.data.data_dir={tmp}/tfds",
          "--config.source_class_relevance=(1,0,1)"],
         {}, "error: config.source_class_relevance has 3 entries, but the "
-        "source 'mnist_5k' has 10 classes"),
+        "source has 10 classes"),
     "bench: --steps=0": (
         ["experiments.bench", "--steps=0"],
         {}, "error: flag --steps=0: 0 is not a positive integer"),
@@ -101,17 +101,8 @@ CASES = {
 }
 
 
-# train.resolve_config still raises a plain ValueError on an unknown mode;
-# validation.check_config(config, l2tl_modes=...) reports it once
-# resolve_config leaves it to validation (remove the mark then).
-NEEDS_TRAIN_CHANGE = ("main: an unknown l2tl mode",)
-
-
 @pytest.mark.slow  # Every case starts a Python process that imports JAX.
-@pytest.mark.parametrize("case", [
-    pytest.param(case, marks=pytest.mark.xfail(
-        strict=True, reason="train.resolve_config raises ValueError"))
-    if case in NEEDS_TRAIN_CHANGE else case for case in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_a_user_error_is_one_line_and_exit_code_2(tmp_path, case):
   argv, extra_env, start = CASES[case]
   tmp = str(tmp_path)

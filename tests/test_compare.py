@@ -138,6 +138,13 @@ def test_markdown_and_protocol(comparison):
   assert "## Protocol" in text
   assert "Nothing is selected on the test split" in text
   assert "tgt_train: 50 examples" in text  # 10 per class x 5 classes.
+  # Per target class: one row per class, one column per method.
+  per_class = summary["per_class"]
+  assert per_class["classes"] == list(
+      _results(workdir, "runs", "finetune", "seed0")["tgt_class_names"])
+  assert "## Per target class" in text
+  for name in per_class["classes"]:
+    assert any(line.startswith(f"| {name} | ") for line in text.splitlines())
   p = summary["protocol"]
   assert p["train"]["steps"] == 6
   assert p["train"]["batch_size"] == config.train.batch_size

@@ -11,6 +11,7 @@ from experiments import study
 from experiments.configs import default
 from experiments.configs import fashion_tops
 from experiments.configs import tiny
+from l2tl_jax import data
 from l2tl_jax import train
 from l2tl_jax import validation
 
@@ -147,12 +148,12 @@ def test_a_known_answer_of_the_wrong_length_is_refused_before_any_run(
   config = tiny.get_config()  # 10 source digits.
   config.data.data_dir = str(tmp_path / "tfds")
   config.source_class_relevance = (1, 0, 1)
-  with pytest.raises(validation.ConfigError) as info:
+  with pytest.raises(data.DataError) as info:
     study.run_study(config, str(tmp_path / "s"), seeds=1,
                     variants=["finetune", "oracle"])
   assert str(info.value).startswith(
-      "config.source_class_relevance has 3 entries, but the source "
-      "'mnist_5k' has 10 classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)")
+      "config.source_class_relevance has 3 entries, but the source has 10 "
+      "classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9)")
   config.source_class_relevance = (1, 1)
   with pytest.raises(validation.ConfigError, match="a 0 or 1 per source"):
     study.check_relevance(config)

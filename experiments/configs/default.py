@@ -222,4 +222,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 'auto' (Slurm, Open MPI, Kubernetes, Cloud TPU), or one of
   # jax.distributed.initialize's cluster_detection_method names.
   config.distributed.cluster_detection = config_dict.placeholder(str)
+  # Seconds a process waits for the coordinator and the other processes
+  # before it stops with one error line (progress lines every 30 s).
+  config.distributed.initialization_timeout = 300
   return config
