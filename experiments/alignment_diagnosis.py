@@ -47,17 +47,7 @@ from l2tl_jax import outer
 from l2tl_jax import parallel
 from l2tl_jax import train
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Benchmark config file.", lock_config=False)
-_PRETRAIN_DIR = flags.DEFINE_string(
-    "pretrain_dir", None, "Source pre-training cache (a study's "
-    "<workdir>/pretrain), so the pre-trained encoder is the runs' own.")
-_SCORE_LAYERS = flags.DEFINE_integer(
-    "score_layers", 2, "Last top-level encoder modules scored (0: all).",
-    lower_bound=0)
-_BATCH = flags.DEFINE_integer("batch_size", 250, "Examples per gradient "
-                              "batch.", lower_bound=1)
-flags.mark_flags_as_required(["config"])
+
 
 
 def per_class_table(grads_dot: np.ndarray, norms: np.ndarray,
@@ -162,14 +152,29 @@ def diagnose(config, pretrain_dir: str, score_layers: int,
   return list(task.src_class_names), table
 
 
+def _define_flags() -> None:
+  """The command's flags (defined when run, so importing it defines none)."""
+  config_flags.DEFINE_config_file("config", None, "Benchmark config file.",
+                                  lock_config=False)
+  flags.DEFINE_string(
+      "pretrain_dir", None, "Source pre-training cache (a study's "
+      "<workdir>/pretrain), so the pre-trained encoder is the runs' own.")
+  flags.DEFINE_integer("score_layers", 2, "Last top-level encoder modules "
+                       "scored (0: all).", lower_bound=0)
+  flags.DEFINE_integer("batch_size", 250, "Examples per gradient batch.",
+                       lower_bound=1)
+  flags.mark_flags_as_required(["config"])
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    cli.usage_error(f"unexpected arguments: {argv[1:]}")
   cli.setup_logging(None)
-  config = _CONFIG.value
-  pretrain_dir = _PRETRAIN_DIR.value or tempfile.mkdtemp()
+  f = flags.FLAGS
+  config = f.config
+  pretrain_dir = f.pretrain_dir or tempfile.mkdtemp()
   names, table = cli.run_or_exit(diagnose, config, pretrain_dir,
-                                 _SCORE_LAYERS.value, _BATCH.value)
+                                 f.score_layers, f.batch_size)
   relevance = config.get("source_class_relevance")
   print("| source class | relevant | score | pos | norm | cosine | weight |")
   print("|---|---|---|---|---|---|---|")
@@ -186,4 +191,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main, flags_parser=cli.parse_flags)
