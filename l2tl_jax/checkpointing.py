@@ -13,7 +13,7 @@ shapes than the run's (a changed method or encoder) is never moved: the
 restore stops with `IncompatibleError` naming the differences.
 
 `exclusive_lock` gives one process at a time a workdir or a cache entry.
-Files are created with the user's umask (as `open` would), not 0600.
+Files are written atomically with the user's umask (`l2tl_jax.atomic`).
 
 In a run of several processes (`l2tl_jax.distributed`) every process takes
 part in saving and restoring the orbax checkpoints; process 0 alone writes
@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -43,6 +42,7 @@ import orbax.checkpoint as ocp
 
 from flax import serialization
 
+from l2tl_jax import atomic
 from l2tl_jax import distributed
 
 CHECKSUMS = "l2tl_checksums.json"
@@ -67,56 +67,10 @@ class IncompatibleError(ValueError):
                      f"run's state ({shown}{more})")
 
 
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
-
-
-def apply_umask(path: str, *, directory: bool = False) -> None:
-  """Gives `path` the mode `open`/`mkdir` would (mkstemp/mkdtemp use 0600)."""
-  os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  """Writes JSON to a temporary file in the same directory, then renames it."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, default=_json_default)
-      f.write("\n")
-    apply_umask(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def write_text_atomic(path: str, text: str) -> None:
-  """Writes text to a temporary file in the same directory, then renames it."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    apply_umask(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
-def _json_default(obj):
-  if hasattr(obj, "tolist"):
-    return obj.tolist()
-  if hasattr(obj, "item"):
-    return obj.item()
-  raise TypeError(f"Not JSON serialisable: {type(obj).__name__}")
+# The one atomic writer (kept under these names for their callers).
+apply_umask = atomic.apply_umask
+write_json_atomic = atomic.write_json
+write_text_atomic = atomic.write_text
 
 
 def checksums(directory: str) -> dict[str, str]:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Sequence
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 import numpy as np
+
+from l2tl_jax import atomic
 
 PLOTS_DIR = "plots"
 # Most class names written on the heatmap's y axis; more are subsampled.
@@ -42,7 +43,7 @@ def _save_step_axes(fig: Figure, axes: list, path: str) -> str:
 
 
 def save_figure(fig: Figure, path: str) -> str:
-  """Saves `fig` as a PNG at `path`, atomically.
+  """Saves `fig` as a PNG at `path`, atomically, with the umask's mode.
 
   Args:
     fig: the figure.
@@ -51,17 +52,8 @@ def save_figure(fig: Figure, path: str) -> str:
   Returns:
     `path`.
   """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-  try:
-    with os.fdopen(fd, "wb") as f:
-      fig.savefig(f, format="png", bbox_inches="tight")
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+  with atomic.writer(path, "wb", suffix=".png") as f:
+    fig.savefig(f, format="png", bbox_inches="tight")
   return path
 
 
