@@ -14,7 +14,7 @@ from conftest_data import (base_config, make_idx_dir,  # pylint: disable=unused-
 from experiments.configs import fashion_tops
 from experiments.configs import mixed_domain
 from l2tl_jax import data
-from l2tl_jax.data import joined
+from l2tl_jax.data.kinds import joined
 from l2tl_jax.data import sources
 from l2tl_jax.data.errors import DataError
 

@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 from conftest_data import make_idx_dir, tfds_dir  # pylint: disable=unused-import
 from l2tl_jax import data
 from l2tl_jax.data import sources
+from l2tl_jax.data.kinds import catalog
 from l2tl_jax.data.errors import DataError
 
 
@@ -122,11 +123,11 @@ def test_catalog_dataset_not_prepared_and_offline(tmp_path, monkeypatch):
   data_dir = str(tmp_path / 'tfds')
   with pytest.raises(DataError, match=r'not prepared.*download=False'):
     data.open_dataset('svhn_cropped', data_dir=data_dir, download=False)
-  monkeypatch.setattr(sources, '_tensorflow_available', lambda: False)
+  monkeypatch.setattr(catalog, '_tensorflow_available', lambda: False)
   with pytest.raises(DataError, match=r'needs TensorFlow.*not installed'):
     data.open_dataset('svhn_cropped', data_dir=data_dir)
-  monkeypatch.setattr(sources, '_tensorflow_available', lambda: True)
-  monkeypatch.setattr(sources, '_network_reachable', lambda: False)
+  monkeypatch.setattr(catalog, '_tensorflow_available', lambda: True)
+  monkeypatch.setattr(catalog, '_network_reachable', lambda: False)
   with pytest.raises(DataError, match='no\\s+network'):
     data.open_dataset('cifar10', data_dir=data_dir)
   assert not os.path.exists(data_dir) or not os.listdir(data_dir)
@@ -135,7 +136,7 @@ def test_catalog_dataset_not_prepared_and_offline(tmp_path, monkeypatch):
 def test_mnist_falls_back_to_local_idx_files(tmp_path, monkeypatch):
   directory, arrays = make_idx_dir(str(tmp_path / 'mnist_idx'),
                                    num_classes=10, num_train=30)
-  monkeypatch.setitem(sources.IDX_FALLBACK_DIRS, 'mnist', (directory,))
+  monkeypatch.setitem(catalog.IDX_FALLBACK_DIRS, 'mnist', (directory,))
   ds = data.open_dataset('mnist', data_dir=str(tmp_path / 'tfds'))
   assert ds.resolved == f'idx:{directory}'
   loaded = sources.load_split(ds, 'train', spec=data.ImageSpec(None, None),
@@ -156,9 +157,9 @@ def _served_idx(tmp_path, monkeypatch, *, corrupt=None):
     if name == corrupt:
       sha = '0' * 64
     rows.append((f'file://{path}', len(body), sha))
-  monkeypatch.setattr(sources, 'idx_urls', lambda base: rows)
-  monkeypatch.setitem(sources.IDX_FALLBACK_DIRS, 'mnist', ())
-  monkeypatch.setattr(sources, '_tensorflow_available', lambda: False)
+  monkeypatch.setattr(catalog, 'idx_urls', lambda base: rows)
+  monkeypatch.setitem(catalog.IDX_FALLBACK_DIRS, 'mnist', ())
+  monkeypatch.setattr(catalog, '_tensorflow_available', lambda: False)
   return arrays
 
 
@@ -174,7 +175,7 @@ def test_mnist_without_tensorflow_fetches_its_idx_files(tmp_path, monkeypatch):
                               in_memory_max_bytes=1 << 30)
   np.testing.assert_array_equal(loaded.labels, arrays['train'][1])
   # The TFDS records of the real files: four URLs with size and SHA-256.
-  real = sources.idx_urls('fashion_mnist')
+  real = catalog.idx_urls('fashion_mnist')
   assert len(real) == 4 and all(len(sha) == 64 and size > 0
                                 for _, size, sha in real)
 

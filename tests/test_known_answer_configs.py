@@ -11,7 +11,7 @@ from experiments.configs import fashion_tops
 from experiments.configs import label_mismatch
 from experiments.configs import mixed_domain
 from l2tl_jax import data
-from l2tl_jax.data import joined
+from l2tl_jax.data.kinds import joined
 
 
 def test_label_mismatch_config():

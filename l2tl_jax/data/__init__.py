@@ -9,9 +9,15 @@
     state = it.get_state()      # JSON-able; it.set_state(state) resumes exactly
     for b in data.eval_batches(task.tgt_test, batch_size=256): ...  # b['mask']
 
-Several datasets join into one dataset string, usable wherever one is:
-'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (joined.py). Source labels can be
-corrupted for studies (`source_corrupt_*` in the data config).
+A dataset string names its kind ('folder:/dir', 'idx:/dir', 'uci_digits',
+'join:...', or a TFDS catalog name): registry.py finds the kind, each kind
+registers itself in its module of kinds/. Several datasets join into one
+dataset string, usable wherever one is:
+'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (kinds/joined.py). Source labels
+can be corrupted for studies (`source_corrupt_*` in the data config).
+
+A data config is read once (parse.data_spec -> DataSpec); build_task builds
+the task from it.
 
 Preprocessing for pretrained weights (ImageNet or [-1, 1] normalisation,
 torchvision's resize + centre crop, RandomResizedCrop) is selected in the data
@@ -27,6 +33,8 @@ Everything reads through TFDS data sources (array_record; no TensorFlow) and
 grain. Bad input raises DataError naming the problem and the fix.
 """
 
+# Importing kinds registers every dataset kind (registry.py).
+from l2tl_jax.data import kinds  # pylint: disable=unused-import
 from l2tl_jax.data.builders import Idx, ImageFolder, Mnist5k, UciDigits
 from l2tl_jax.data.checks import check_class_relevance, check_workdir
 from l2tl_jax.data.config import (
@@ -35,6 +43,7 @@ from l2tl_jax.data.config import (
     preprocessing_for_family,
 )
 from l2tl_jax.data.errors import DataError
+from l2tl_jax.data.parse import DataSpec, data_spec
 from l2tl_jax.data.pipeline import (
     DevicePrefetchIterator,
     JointIterator,
@@ -46,13 +55,14 @@ from l2tl_jax.data.pipeline import (
     train_iterator,
 )
 from l2tl_jax.data.preprocess import ImageSpec
+from l2tl_jax.data.registry import open_dataset
 from l2tl_jax.data.sharding import (
     data_sharding,
     make_data_mesh,
     shard_batch,
     split_for_pmap,
 )
-from l2tl_jax.data.sources import Dataset, clear_cache, open_dataset
+from l2tl_jax.data.sources import Dataset, clear_cache
 from l2tl_jax.data.tasks import (
     Split,
     TransferTask,
@@ -62,6 +72,7 @@ from l2tl_jax.data.tasks import (
 
 __all__ = [
     'DataError',
+    'DataSpec',
     'Dataset',
     'DevicePrefetchIterator',
     'Idx',
@@ -77,6 +88,7 @@ __all__ = [
     'check_class_relevance',
     'check_workdir',
     'clear_cache',
+    'data_spec',
     'data_sharding',
     'eval_batches',
     'fill_preprocessing',

@@ -12,8 +12,7 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from l2tl_jax.data import idx as idx_lib
-from l2tl_jax.data import joined
+from l2tl_jax.data import registry
 from l2tl_jax.data.errors import DataError
 
 _FIELDS = ('source', 'target')
@@ -33,8 +32,9 @@ def data_dirs(data_config: ml_collections.ConfigDict
   """The local directories the configured datasets are read from.
 
   Image folders ('folder:DIR') and IDX directories ('idx:DIR', 'idx'), also
-  as parts of joined datasets; catalog datasets live in the TFDS data dir,
-  which only this project writes.
+  as parts of joined datasets: whatever each kind reports
+  (registry.data_dirs); catalog datasets live in the TFDS data dir, which
+  only this project writes.
 
   Args:
     data_config: the `config.data` ConfigDict.
@@ -50,14 +50,8 @@ def data_dirs(data_config: ml_collections.ConfigDict
     name = data_config.get(field)
     if not isinstance(name, str):
       continue
-    name = name.strip()
-    parts = ([p.name for p in joined.parse(name)]
-             if name.startswith(joined.PREFIX) else [name])
-    for part in parts:
-      if part.startswith('folder:') and part[len('folder:'):]:
-        out.append((_real(part[len('folder:'):]), field, part))
-      elif part == 'idx' or part.startswith('idx:'):
-        out.append((_real(part[4:] or idx_lib.DEFAULT_IDX_DIR), field, part))
+    for part, directory in registry.data_dirs(name):
+      out.append((_real(directory), field, part))
   return out
 
 

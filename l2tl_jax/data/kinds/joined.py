@@ -1,8 +1,8 @@
 """Datasets joined from several: the dataset string 'join:PART+PART+...'.
 
 Each PART is a dataset string of any other kind (a TFDS catalog name,
-'uci_digits', 'mnist_5k', 'idx:/dir', 'folder:/dir'), optionally followed by
-the classes it keeps in brackets, separated by commas:
+'uci_digits', 'mnist_5k', 'idx:/dir', 'folder:/dir', ...), optionally
+followed by the classes it keeps in brackets, separated by commas:
 
     join:fashion_mnist[1,3,5,7,8,9]+mnist_5k
     join:fashion_mnist[Trouser,Ankle boot]+folder:/data/logos[0,2]
@@ -37,6 +37,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from l2tl_jax.data import preprocess
+from l2tl_jax.data import registry
 from l2tl_jax.data import sources
 from l2tl_jax.data.errors import DataError
 
@@ -209,8 +210,8 @@ def open_joined(name: str, *, data_dir: str, download: bool
   parts, offset = [], 0
   for spec in parse(name):
     try:
-      dataset = sources.open_dataset(spec.name, data_dir=data_dir,
-                                     download=download)
+      dataset = registry.open_dataset(spec.name, data_dir=data_dir,
+                                      download=download)
     except DataError as e:
       raise DataError(f'Part {spec.name!r} of {name!r}: {e}') from e
     kept = _kept(spec, dataset, name)
@@ -383,3 +384,18 @@ class _JoinedSource(collections.abc.Sequence):
       image = ds.decode(image, where)
     return {'image': image,
             'label': int(part.new_label[int(record[ds.label_key])])}
+
+
+def _open(name: str, argument: str, *, data_dir: str,
+          download: bool) -> sources.Dataset:
+  del argument  # parse reads the whole string.
+  return open_joined(name, data_dir=data_dir, download=download)
+
+
+def _data_dirs(name: str, argument: str) -> list[tuple[str, str]]:
+  del argument
+  return [d for part in parse(name) for d in registry.data_dirs(part.name)]
+
+
+KIND = registry.register(registry.Kind(
+    name='join', open=_open, prefix=PREFIX, data_dirs=_data_dirs))
