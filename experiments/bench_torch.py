@@ -31,8 +31,19 @@ sizes and options (`experiments.bench.STEP_KINDS`), same initial weights
 (the JAX ones, copied), same batch. The rows run interleaved: every round
 times `--steps` steps of each (JAX, eager, compiled) in turn, and the best
 of `--repeats` rounds is kept, so a load that comes and goes on a shared
-machine hits all of them alike. PyTorch runs with `torch.set_num_threads`
-= the cores this process may use (`--threads=0`), the pool XLA:CPU uses.
+machine hits all of them alike. A second table gives steps per second of
+this process's CPU time, which a load on other processes hardly changes.
+PyTorch runs with `torch.set_num_threads` = the cores this process may use
+(`--threads=0`), the pool XLA:CPU uses.
+
+On a loaded machine (more runnable threads than cores) PyTorch's OpenMP
+threads, which spin while they wait for each other, slow it 10-20x at 2
+threads (seen here at load averages 5-9 on 2 cores: 2.5-6 fine-tuning
+steps/s against 40-110 at 1 thread), and their spinning also counts as CPU
+time. There, compare at one thread on one core, where neither framework
+waits for another thread:
+
+  PYTHONPATH=. taskset -c 1 /work/torch311/bin/python -m experiments.bench_torch
 
 The PyTorch steps are what a user would write (`torch.optim.SGD` /
 `Adam`, `torch.distributions.Categorical`, `torch.func.grad` and
@@ -518,21 +529,37 @@ def torch_runner(step: Callable[[], Any]) -> Callable[[int], None]:
   return run
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
 def interleaved_rates(runners: dict[Any, Callable[[int], None]], *,
                       num_steps: int, repeats: int,
-                      clock: Callable[[], float] = time.perf_counter
-                      ) -> dict[Any, float]:
-  """Best steps/s of each runner over `repeats` rounds.
+                      clocks: dict[str, Callable[[], float]] | None = None
+                      ) -> dict[str, dict[Any, float]]:
+  """Best steps/s of each runner over `repeats` rounds, by each clock.
 
   Each round times `num_steps` steps of every runner in turn, so that a
   load that comes and goes slows them alike.
+
+  Args:
+    runners: key -> run(num_steps), returning when the steps are done.
+    num_steps: steps per measurement.
+    repeats: rounds.
+    clocks: name -> clock (default `CLOCKS`: wall time, and this process's
+      CPU time, which a load on other processes hardly changes).
+
+  Returns:
+    {clock name: {key: best steps per second of that clock}}.
   """
-  best = dict.fromkeys(runners, 0.0)
+  clocks = CLOCKS if clocks is None else clocks
+  best = {name: dict.fromkeys(runners, 0.0) for name in clocks}
   for _ in range(repeats):
     for key, run in runners.items():
-      start = clock()
+      start = {name: clock() for name, clock in clocks.items()}
       run(num_steps)
-      best[key] = max(best[key], num_steps / (clock() - start))
+      for name, clock in clocks.items():
+        elapsed = max(clock() - start[name], 1e-9)
+        best[name][key] = max(best[name][key], num_steps / elapsed)
   return best
 
 
@@ -626,13 +653,18 @@ def main(argv):
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
   print(f"\nsteps/s, best of {repeats} interleaved rounds of {num_steps} "
         f"steps (LeNet, max pool: {pool}; eager/compile: PyTorch):")
-  print("\n".join(table(rates)))
+  wall = rates["wall"]
+  print("\n".join(table(wall)))
   print("\nL2TL step time / fine-tuning step time:")
   for row, _ in ROWS[1:]:
-    parts = [f"{fw} {rates['finetune', fw] / rates[row, fw]:.2f}"
+    parts = [f"{fw} {wall['finetune', fw] / wall[row, fw]:.2f}"
              for fw in FRAMEWORKS
-             if (row, fw) in rates and ("finetune", fw) in rates]
+             if (row, fw) in wall and ("finetune", fw) in wall]
     print(f"  {row}: " + ", ".join(parts))
+  print("\nsteps per CPU second of this process (the work itself; threads "
+        "that spin while waiting count too, so compare these at --threads=1):")
+  print("\n".join(table(rates["cpu"])))
+  print()
   if compile_s:
     print("torch.compile warm-up (compilation) seconds: " + ", ".join(
         f"{row} {s:.0f}" for row, s in compile_s.items()))
