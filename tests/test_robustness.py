@@ -23,9 +23,11 @@ from experiments.configs import folder as folder_config
 from experiments.configs import tiny
 from l2tl_jax import checkpointing
 from l2tl_jax import data
+from l2tl_jax import loop
 from l2tl_jax import pretrain
 from l2tl_jax import train
 from l2tl_jax import validation
+from l2tl_jax import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,11 +227,11 @@ def test_checksums_name_what_changed(tmp_path):
 def test_a_torn_last_metrics_line_is_dropped(tmp_path):
   path = tmp_path / "metrics.jsonl"
   path.write_text('{"step": 1, "x": 1.0}\n{"step": 2, "x": 2.0}\n{"step": 3, "x"')
-  train._truncate_jsonl(str(path), 5)  # pylint: disable=protected-access
+  loop.truncate_jsonl(str(path), 5)
   assert path.read_text() == '{"step": 1, "x": 1.0}\n{"step": 2, "x": 2.0}\n'
   path.write_text('{"step": 1}\n{"step\n{"step": 3}\n')
   with pytest.raises(data.DataError, match="line 2 is damaged"):
-    train._truncate_jsonl(str(path), 5)  # pylint: disable=protected-access
+    loop.truncate_jsonl(str(path), 5)
 
 
 def test_files_follow_the_umask(tmp_path):
@@ -241,6 +243,31 @@ def test_files_follow_the_umask(tmp_path):
     os.umask(old)
   assert oct(os.stat(tmp_path / "r.json").st_mode & 0o777) == oct(0o644)
   assert oct(os.stat(tmp_path / "s.md").st_mode & 0o777) == oct(0o644)
+
+
+def test_plots_and_downloads_follow_the_umask(tmp_path):
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  from l2tl_jax import atomic  # pylint: disable=g-import-not-at-top
+  from l2tl_jax import plots  # pylint: disable=g-import-not-at-top
+
+  where = tmp_path / "downloads"
+  old = os.umask(0o027)
+  try:
+    png = plots.save_figure(Figure(), str(tmp_path / "plots" / "p.png"))
+    # The IDX download's write (data/kinds/catalog.download_idx): kept...
+    with atomic.writer(str(where / "a.gz"), "wb", prefix=".part-") as out:
+      out.write(b"idx bytes")
+    # ... or, when its checksum is refused inside the block, not kept.
+    with pytest.raises(data.DataError):
+      with atomic.writer(str(where / "b.gz"), "wb", prefix=".part-") as out:
+        out.write(b"other bytes")
+        raise data.DataError("not the recorded bytes")
+  finally:
+    os.umask(old)
+  assert os.listdir(where) == ["a.gz"]  # No temporary file left.
+  assert (where / "a.gz").read_bytes() == b"idx bytes"
+  for path in (png, where / "a.gz"):
+    assert oct(os.stat(path).st_mode & 0o777) == oct(0o640), path
 
 
 # --- Errors a person can act on. ---
@@ -269,7 +296,7 @@ def test_a_finished_run_is_read_without_writing(tmp_path):
   config = train.resolve_config(_config(tmp_path))
   workdir = tmp_path / "run"
   workdir.mkdir()
-  train._save_config(config, str(workdir), {})  # pylint: disable=protected-access
+  workdir_lib.save_config(config, str(workdir), {})
   (workdir / "results.json").write_text('{"status": "completed"}')
   before = sorted(os.listdir(workdir))
   assert train.train_and_evaluate(config, str(workdir)) == {
@@ -281,7 +308,7 @@ def test_structural_changes_are_refused_before_anything_changes(tmp_path):
   config = train.resolve_config(_config(tmp_path, method="l2tl"))
   workdir = tmp_path / "run"
   workdir.mkdir()
-  train._save_config(config, str(workdir), {})  # pylint: disable=protected-access
+  workdir_lib.save_config(config, str(workdir), {})
   saved = (workdir / "config.json").read_bytes()
   for field, value in (("method", "joint_uniform"),
                        ("model.encoder_kwargs.hidden", 64),
@@ -295,13 +322,13 @@ def test_structural_changes_are_refused_before_anything_changes(tmp_path):
 
 
 def test_a_nonfinite_evaluation_stops_the_run():
-  train._check_finite_eval({"loss": 0.5, "accuracy": 0.9}, "validation", 3,  # pylint: disable=protected-access
-                           "l2tl")
+  loop.check_finite_eval({"loss": 0.5, "accuracy": 0.9}, "validation", 3,
+                         "l2tl")
   for loss in (float("nan"), float("inf")):
     with pytest.raises(train.NonFiniteError,
                        match=r"validation loss of l2tl is (nan|inf) at step 3"):
-      train._check_finite_eval({"loss": loss, "accuracy": 0.1},  # pylint: disable=protected-access
-                               "validation", 3, "l2tl")
+      loop.check_finite_eval({"loss": loss, "accuracy": 0.1},
+                             "validation", 3, "l2tl")
 
 
 # --- End to end. ---

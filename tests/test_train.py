@@ -14,6 +14,7 @@ import pytest
 from experiments.configs import tiny
 from l2tl_jax import methods
 from l2tl_jax import train
+from l2tl_jax import workdir as workdir_lib
 
 # Every test here trains end to end (ResumeTest also in subprocesses).
 pytestmark = pytest.mark.slow
@@ -274,7 +275,7 @@ if __name__ == "__main__":
 def test_reader_threads_may_change_on_resume(tmp_path):
   from experiments.configs import tiny
   config = train.resolve_config(tiny.get_config())
-  train._save_config(config, str(tmp_path), {})  # pylint: disable=protected-access
+  workdir_lib.save_config(config, str(tmp_path), {})
   config.data.read_threads = 4
   assert train.config_changes(config, str(tmp_path)) == {}
   config.data.image_size = 16  # A data field that is not host-only.
@@ -286,7 +287,7 @@ def test_a_field_the_saved_run_predates_is_unchanged_at_its_default(tmp_path):
   import json
   from experiments.configs import tiny
   config = train.resolve_config(tiny.get_config())
-  train._save_config(config, str(tmp_path), {})  # pylint: disable=protected-access
+  workdir_lib.save_config(config, str(tmp_path), {})
   path = tmp_path / "config.json"
   saved = json.loads(path.read_text())
   del saved["l2tl"]["src_selection"]  # As written before the field existed.
@@ -310,7 +311,7 @@ def test_policy_fields_are_no_change_for_methods_without_a_policy(tmp_path):
     workdir.mkdir()
     config = train.resolve_config(tiny.get_config())
     config.method = method
-    train._save_config(config, str(workdir), {})  # pylint: disable=protected-access
+    workdir_lib.save_config(config, str(workdir), {})
     if unread:
       config.l2tl[unread] = "reinforce" if unread == "estimator" else "mean"
       config.l2tl.policy_lr = 0.5
