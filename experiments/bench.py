@@ -93,10 +93,10 @@ flags.register_validator(
     "per action)")
 flags.register_multi_flags_validator(
     ["encoder", "pool"],
-    lambda v: v["pool"] == "auto" or "fast_pool" in models.encoder_fields(
-        v["encoder"]),
-    "--pool=flax or fast needs an encoder with a choice of max pool (a "
-    "fast_pool field: lenet)")
+    lambda v: v["pool"] == "auto" or models.get_encoder(
+        v["encoder"]).pool_choice,
+    "--pool=flax or fast needs an encoder with a choice of max pool "
+    "(pool_choice: lenet)")
 
 TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
 NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)

@@ -41,7 +41,8 @@ from l2tl_jax import steps
 FLAGS = flags.FlagValues()
 # The encoders with an activation dtype and a width (the ResNets).
 ENCODERS = [n for n in models.encoder_names()
-            if {"dtype", "width"} <= set(models.encoder_fields(n))]
+            if models.get_encoder(n).dtype
+            and "width" in models.encoder_fields(n)]
 DTYPES = ("float32", "bfloat16")
 _ENCODER = flags.DEFINE_enum("encoder", "resnet50", ENCODERS,
                              "Registered encoder.", flag_values=FLAGS)

@@ -6,7 +6,8 @@ FILE: a torchvision/timm ResNet state dict (.safetensors; .pth where torch
 is installed), a BiT .npz, or a checkpoint directory of this project. Prints
 the detected family, the parameter count and every file key -> our path with
 shapes. With --images, runs the file's classifier on the images in DIR
-(evaluation preprocessing: torchvision resize 256 / centre crop 224 /
+(the data pipeline's evaluation preprocessing for the family's weights,
+`data.preprocessing_for_family`: torchvision resize 256 / centre crop 224 /
 ImageNet mean-std; BiT resize to 224x224 and scale to [-1, 1]) and prints
 the top-k classes. ImageNet class names are not shipped with any installed
 package; for 1000-way heads the WordNet IDs (TFDS's imagenet2012 labels.txt,
@@ -37,9 +38,12 @@ from PIL import Image
 
 from experiments import cli
 from l2tl_jax import data
+from l2tl_jax import families
 from l2tl_jax import models
 from l2tl_jax import weights
 from l2tl_jax.data import folder
+from l2tl_jax.data import preprocess
+from l2tl_jax.data import tasks
 
 _IMAGES = flags.DEFINE_string(
     "images", None, "Folder of images to classify (not searched recursively).")
@@ -50,7 +54,6 @@ _ITEM = flags.DEFINE_enum("item", "state", ["state", "best"],
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif",
                   ".tiff")
-EVAL_RESIZE, EVAL_CROP = 256, 224
 
 
 def imagenet_wnids() -> list[str] | None:
@@ -117,28 +120,29 @@ def _decode(path: str) -> np.ndarray:
       raise
 
 
+def eval_preprocessing(family: str | None
+                       ) -> tuple[preprocess.ImageSpec, str]:
+  """(geometry, normalisation) of the data pipeline's evaluation of `family`.
+
+  The settings `data.preprocessing_for_family` gives the family (a family
+  without its own, or None, gets torchvision's), read as a run's evaluation
+  splits read them (`data.tasks.image_specs`).
+  """
+  if families.family_of(family) is None:
+    family = "torchvision"
+  config = data.fill_preprocessing(data.get_default_data_config(), family)
+  spec, _, _ = tasks.image_specs(config)
+  return spec, config.normalization
+
+
 def load_image(path: str, family: str | None) -> np.ndarray:
   """An image file as the family's evaluation input, uint8 [224, 224, 3].
 
   Raises:
     DataError: the file cannot be read or decoded, or is too large.
   """
-  pixels = _decode(path)
-  img = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
-  img = img.convert("RGB")
-  if family is not None and family.startswith("bit"):
-    img = img.resize((EVAL_CROP, EVAL_CROP), Image.BILINEAR)
-  else:  # torchvision: Resize(256) (shorter side), CenterCrop(224).
-    w, h = img.size
-    scale = EVAL_RESIZE / min(w, h)
-    size = (max(EVAL_RESIZE, round(w * scale)),
-            max(EVAL_RESIZE, round(h * scale)))
-    img = img.resize(size, Image.BILINEAR)
-    w, h = img.size
-    left = int(round((w - EVAL_CROP) / 2.0))
-    top = int(round((h - EVAL_CROP) / 2.0))
-    img = img.crop((left, top, left + EVAL_CROP, top + EVAL_CROP))
-  return np.asarray(img, np.uint8)
+  spec, _ = eval_preprocessing(family)
+  return preprocess.preprocess_image(_decode(path), spec)
 
 
 def describe(loaded: weights.Loaded) -> list[str]:
@@ -207,12 +211,14 @@ def predict(loaded: weights.Loaded, image_paths: Sequence[str], *,
                          method=models.TransferModel.classify)
     return jax.nn.softmax(logits)
 
+  spec, normalization = eval_preprocessing(loaded.family)
   out = []
   for start in range(0, len(image_paths), batch_size):
     chunk = image_paths[start:start + batch_size]
-    images = np.stack([load_image(p, loaded.family) for p in chunk])
-    probs = np.asarray(probabilities(weights.normalise(images,
-                                                       loaded.family)))
+    images = np.stack([preprocess.preprocess_image(_decode(p), spec)
+                       for p in chunk])
+    probs = np.asarray(probabilities(preprocess.normalize(images,
+                                                          normalization)))
     for row in probs:
       best = np.argsort(-row)[:top_k]
       out.append([(int(c), float(row[c])) for c in best])

@@ -70,12 +70,12 @@ def make_model(config: ml_collections.ConfigDict, *, heads: tuple[str, ...],
   softmax stay float32).
 
   Raises:
-    ValueError: a reduced precision for an encoder without a dtype field.
+    ValueError: a reduced precision for an encoder that takes no dtype.
   """
   kwargs = config.model.encoder_kwargs.to_dict()
   dtype = config.model.get("dtype", "float32")
   if dtype != "float32":
-    if "dtype" not in models.encoder_fields(config.model.encoder):
+    if not models.get_encoder(config.model.encoder).dtype:
       raise ValueError(
           f"config.model.dtype={dtype!r} needs an encoder with a dtype field "
           f"(the ImageNet ResNets); {config.model.encoder!r} computes in "
@@ -227,11 +227,11 @@ def fixed_class_weights(method: methods_lib.Method, shapes: Shapes,
 
 def pool_kwargs(encoder: str, encoder_kwargs: Any, *,
                 fast: bool) -> dict[str, Any]:
-  """`encoder_kwargs` with fast_pool=`fast` where the encoder has LeNet's
+  """`encoder_kwargs` with fast_pool=`fast` where the encoder declares LeNet's
   choice of max pool and the kwargs leave it unset; else as they are."""
   kwargs = dict(encoder_kwargs)
-  if ("fast_pool" in models.encoder_fields(encoder)
-      and "fast_pool" not in kwargs):
+  entry = models.find_encoder(encoder)
+  if entry is not None and entry.pool_choice and "fast_pool" not in kwargs:
     kwargs["fast_pool"] = fast
   return kwargs
 

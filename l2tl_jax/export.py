@@ -13,7 +13,7 @@
           model = torchvision.models.resnet50(num_classes=C)
           model.load_state_dict(safetensors.torch.load_file(path))
       gives this project's logits (on NCHW inputs). The key map is
-      `l2tl_jax.weights`' torchvision family, inverted.
+      `l2tl_jax.families.torchvision`'s, inverted.
       Other encoders (LeNet, the CIFAR ResNet, MLP, BiT): the 'l2tl_jax'
       flat layout: this project's variables flattened with '/':
           params/encoder/<module>/<leaf>      e.g. params/encoder/conv1/kernel
@@ -58,10 +58,11 @@ from l2tl_jax import loading
 from l2tl_jax import predict
 from l2tl_jax import weights
 from l2tl_jax.data import preprocess
+from l2tl_jax.families import torchvision
 
 FORMATS = ("safetensors", "orbax")
-# Encoders whose parameters are torchvision's ResNets (l2tl_jax.resnets).
-TORCHVISION_ENCODERS = ("resnet18", "resnet34", "resnet50", "resnet_v1")
+# Encoders whose parameters are torchvision's ResNets.
+TORCHVISION_ENCODERS = torchvision.ENCODERS
 MODEL_FILES = {"safetensors": "model.safetensors", "orbax": "orbax"}
 LABELS_FILE = "labels.json"
 PREPROCESSING_FILE = "preprocessing.json"
@@ -109,7 +110,7 @@ def torchvision_state_dict(params: Mapping[str, Any],
 
   Args:
     params: {'encoder': ..., 'tgt_head': {'Dense_0': {kernel, bias}}} of a
-      `resnets.ResNetV1` encoder (HWIO kernels, [F, C] head kernel).
+      `families.torchvision.ResNetV1` encoder (HWIO kernels, [F, C] head kernel).
     model_state: {'batch_stats': {'encoder': ...}}.
 
   Returns:
@@ -124,7 +125,7 @@ def torchvision_state_dict(params: Mapping[str, Any],
                      for k, v in params.items() if k in ("encoder",
                                                          "tgt_head")},
           **model_state}
-  to_key = weights.torchvision_key
+  to_key = torchvision.to_key
   out = {}
   for name, value in loading.flatten(tree).items():
     key = to_key(*_split(name))

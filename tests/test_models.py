@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from l2tl_jax import encoders
 from l2tl_jax import models
 
 
@@ -31,7 +32,7 @@ def test_registry_lists_the_encoders_and_rejects_unknown_names():
 
 
 def test_registering_a_name_twice_is_refused_and_keeps_the_first(monkeypatch):
-  monkeypatch.setattr(models, "_ENCODERS", dict(models._ENCODERS))  # pylint: disable=protected-access
+  monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))  # pylint: disable=protected-access
 
   class Other(nn.Module):
 
@@ -216,3 +217,68 @@ def test_axis_name_reaches_only_encoders_with_batch_norm():
   assert explicit.encoder.bn_axis_name == "devices"
   lenet = models.make_model("lenet", num_tgt_classes=2, axis_name="batch")
   assert not hasattr(lenet.encoder, "bn_axis_name")
+
+
+def test_the_encoders_declare_the_contract():
+  for name in models.encoder_names():
+    entry = models.get_encoder(name)
+    assert entry.dtype, name  # Every encoder here takes dtype.
+    assert entry.batch_norm == ("bn_axis_name" in entry.fields), name
+    assert entry.pool_choice == (name == "lenet"), name
+  assert models.get_encoder("resnet").batch_norm
+  assert models.get_encoder("resnet50").batch_norm
+  assert not models.get_encoder("bit_r50x1").batch_norm
+
+
+def test_an_encoder_naming_its_batch_norm_axis_otherwise_is_refused(
+    monkeypatch):
+  monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))  # pylint: disable=protected-access
+
+  class OwnAxis(nn.Module):
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+      x = nn.BatchNorm(use_running_average=not train,
+                       axis_name=self.axis_name)(x)
+      return x.reshape((x.shape[0], -1))
+
+  # Declared or not, make_model could not set 'axis_name': refused at once.
+  for declared in (False, True):
+    with pytest.raises(TypeError, match="'axis_name'.*must be called "
+                       "'bn_axis_name'.*averaged per device"):
+      models.register_encoder("own_axis", batch_norm=declared)(OwnAxis)
+  assert "own_axis" not in models.encoder_names()
+
+  class Undeclared(nn.Module):
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x, *, train=False):
+      return x.reshape((x.shape[0], -1))
+
+  with pytest.raises(TypeError, match="does not declare batch_norm=True"):
+    models.register_encoder("undeclared")(Undeclared)
+  with pytest.raises(TypeError, match="declares pool_choice=True but takes "
+                     "no 'fast_pool'"):
+    models.register_encoder("no_pool", pool_choice=True)(Undeclared)
+  with pytest.raises(TypeError, match="declares batch_norm=True but takes "
+                     "no 'bn_axis_name'"):
+    models.register_encoder("no_axis", batch_norm=True)(models.MLP)
+  # Declared: make_model gives it the pmap axis.
+  models.register_encoder("declared", batch_norm=True)(Undeclared)
+  model = models.make_model("declared", num_tgt_classes=2, axis_name="batch")
+  assert model.encoder.bn_axis_name == "batch"
+
+
+def test_small_encoders_compute_in_bfloat16_with_float32_params():
+  image = jnp.zeros((2, 8, 8, 1))
+  for name, kwargs in (("lenet", {"hidden": 8, "features": 4}),
+                       ("mlp", {}), ("resnet", {"widths": (4, 8)})):
+    encoder = models.make_encoder(name, dtype=jnp.bfloat16, **kwargs)
+    out, variables = jax.eval_shape(
+        lambda e=encoder: e.init_with_output(jax.random.key(0), image))
+    assert out.dtype == jnp.float32, name
+    assert all(x.dtype == jnp.float32
+               for x in jax.tree.leaves(variables)), name
+

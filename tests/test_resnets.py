@@ -17,7 +17,8 @@ import pytest
 
 from l2tl_jax import loading
 from l2tl_jax import models
-from l2tl_jax import resnets
+from l2tl_jax.families import bit as bit_family
+from l2tl_jax.families import torchvision as tv_family
 from l2tl_jax import weights
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -137,8 +138,8 @@ def test_bn_axis_name_is_set_for_torchvision_resnets():
   assert model.encoder.stage_sizes == (3, 4, 6, 3)
 
 
-@pytest.mark.parametrize("block, last", [(resnets.BasicBlock, "bn2"),
-                                         (resnets.Bottleneck, "bn3")])
+@pytest.mark.parametrize("block, last", [(tv_family.BasicBlock, "bn2"),
+                                         (tv_family.Bottleneck, "bn3")])
 def test_zero_init_residual_zeroes_the_last_bn_scale(block, last):
   x = jnp.ones((1, 8, 8, 4))
   key = jax.random.key(0, impl="unsafe_rbg")  # Compiles fast on CPU.
@@ -311,7 +312,7 @@ def test_bit_npz_parity_with_numpy_reference(tmp_path):
 
 def test_weight_standardisation_is_over_hwi():
   kernel = jax.random.normal(jax.random.key(0), (3, 3, 4, 5)) * 3 + 1
-  std = resnets.standardize_kernel(kernel)
+  std = bit_family.standardize_kernel(kernel)
   np.testing.assert_allclose(np.mean(std, axis=(0, 1, 2)), 0, atol=1e-6)
   np.testing.assert_allclose(np.std(std, axis=(0, 1, 2)), 1, atol=1e-5)
 

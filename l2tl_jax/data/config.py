@@ -5,12 +5,9 @@ from typing import Any
 import ml_collections
 from ml_collections import config_dict
 
+from l2tl_jax import families
 from l2tl_jax.data.errors import DataError
 
-# Families of l2tl_jax.weights (Loaded.family) whose weights expect
-# torchvision / timm inputs; every family starting with 'bit' expects BiT's.
-TORCHVISION_FAMILIES = ('torchvision', 'timm', 'resnet18', 'resnet34',
-                        'resnet50', 'resnet_v1')
 # torchvision / timm's default crop share: resize 256, centre crop 224.
 CROP_PCT = 0.875
 
@@ -27,7 +24,7 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   by the classes it keeps in brackets, by name or index, e.g.
   'join:fashion_mnist[1,3,5,7,8,9]+mnist_5k' (no brackets: every class;
   labels run over the parts in order, names become 'fashion_mnist/Trouser',
-  a split exists where every part has it; see l2tl_jax.data.joined).
+  a split exists where every part has it; see l2tl_jax.data.kinds.joined).
   Class lists hold original label indices (int) or class names (str); for a
   joined dataset, its joined labels and names.
   """
@@ -151,9 +148,10 @@ def preprocessing_for_family(family: str, *, image_size: int | None = None
   or use fill_preprocessing.
 
   Args:
-    family: 'torchvision', 'timm', a torchvision family of
-      l2tl_jax.weights ('resnet18', 'resnet34', 'resnet50', 'resnet_v1'), or
-      'bit' / any family starting with 'bit' ('bit_r50x1', 'bit_resnet').
+    family: a name of a weight family (`l2tl_jax.families.family_of`):
+      'torchvision', 'timm', a torchvision encoder ('resnet18', 'resnet34',
+      'resnet50', 'resnet_v1'), or 'bit' / any name starting with 'bit'
+      ('bit_r50x1', 'bit_resnet').
     image_size: crop side; None: 224 (BiT-HyperRule uses 128 for targets of
       small images). resize_size follows it (default_resize_size).
 
@@ -167,16 +165,15 @@ def preprocessing_for_family(family: str, *, image_size: int | None = None
   size = 224 if image_size is None else int(image_size)
   common = dict(image_size=size, resize_size=default_resize_size(size),
                 channels=3, train_crop='random_resized_crop')
-  if family in TORCHVISION_FAMILIES:
-    return dict(common, normalization='imagenet',
-                eval_resize='resize_center_crop')
-  if isinstance(family, str) and family.startswith('bit'):
-    return dict(common, normalization='bit', eval_resize='resize')
-  raise DataError(
-      f'No preprocessing is known for weights of family {family!r}; use one'
-      f' of {TORCHVISION_FAMILIES} or a BiT family (bit, bit_r50x1, ...), or'
-      ' set normalization, image_size, resize_size and eval_resize yourself.'
-  )
+  found = families.family_of(family)
+  if found is None:
+    raise DataError(
+        f'No preprocessing is known for weights of family {family!r}; use'
+        f' one of {families.known_names()}, or set normalization,'
+        ' image_size, resize_size and eval_resize yourself.'
+    )
+  return dict(common, normalization=found.normalization,
+              eval_resize=found.eval_resize)
 
 
 def fill_preprocessing(config: ml_collections.ConfigDict, family: str

@@ -30,6 +30,7 @@ RESIZE_METHODS = ('auto', 'pad', 'resize', 'resize_center_crop', 'squash')
 # (x / 255 - IMAGENET_MEAN) / IMAGENET_STD (torchvision / timm weights); 'bit'
 # x / 127.5 - 1 (in [-1, 1], BiT weights).
 NORMALIZATIONS = ('unit', 'imagenet', 'bit')
+# The one copy of ImageNet's statistics in this project.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, of values in [0, 1].
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -332,7 +333,8 @@ def normalize(images: np.ndarray, method: str = 'unit') -> np.ndarray:
   Args:
     images: uint8 [..., C]; C = 3 (RGB) for 'imagenet'.
     method: one of NORMALIZATIONS. 'unit' is exactly to_float; 'imagenet'
-      and 'bit' are computed as l2tl_jax.weights.normalise computes them.
+      and 'bit' are what the weight families expect (l2tl_jax.families;
+      l2tl_jax.weights.normalise picks one by family).
 
   Returns:
     float32 [..., C].
