@@ -1,4 +1,4 @@
-r"""JAX against a hand-written PyTorch loop: the same steps, timed in one process.
+r"""JAX against a hand-written PyTorch loop: the same steps, in one process.
 
   python -m experiments.bench_torch [--steps=300] [--repeats=3] \
       [--torch_compile=true] [--threads=0] [--pool=auto]
@@ -41,9 +41,13 @@ threads, which spin while they wait for each other, slow it 10-20x at 2
 threads (seen here at load averages 5-9 on 2 cores: 2.5-6 fine-tuning
 steps/s against 40-110 at 1 thread), and their spinning also counts as CPU
 time. There, compare at one thread on one core, where neither framework
-waits for another thread:
+waits for another thread, or keep two threads with OpenMP's passive wait
+(set before the process starts; both gave JAX/eager ratios within 10% of
+each other here):
 
   PYTHONPATH=. taskset -c 1 /work/torch311/bin/python -m experiments.bench_torch
+  OMP_WAIT_POLICY=PASSIVE PYTHONPATH=. /work/torch311/bin/python \
+      -m experiments.bench_torch
 
 The PyTorch steps are what a user would write (`torch.optim.SGD` /
 `Adam`, `torch.distributions.Categorical`, `torch.func.grad` and
@@ -62,15 +66,20 @@ command prints one line saying so and exits 0. The project pins jax
 hand (2.13.0) is for Python 3.11, so the comparison runs in a separate
 Python 3.11 environment with the closest pins that install there (jax and
 jaxlib 0.10.2, flax 0.12.8, numpy 2.4.6, scipy 1.17.1, contourpy 1.3.3;
-every other package at requirements.lock's pin):
+every other package at requirements.lock's pin). There the JAX steps ran
+5-16% more steps per CPU second than under the pinned jax 0.12.0.1
+(finetune 150 against 131, reinforce 64-68 against 59, alignment_ema 39-40
+against 36-38; one core, the two environments alternated twice), so the
+JAX/PyTorch ratios of the pinned version are that much lower. The
+environment, and the commands:
 
-  python3.11 -m venv /work/torch311
+  /root/.pyenv/versions/3.11.7/bin/python -m venv /work/torch311  # a 3.11
   /work/torch311/bin/python -m pip install --upgrade pip
   /work/torch311/bin/python -m pip install torch==2.13.0   # CPU build
   grep -v -E '^(jax|jaxlib|flax|numpy|scipy|contourpy)==' requirements.lock \
       > /work/torch311/requirements-py311.lock
-  printf 'jax==0.10.2\njaxlib==0.10.2\nflax==0.12.8\nnumpy==2.4.6\nscipy==1.17.1\ncontourpy==1.3.3\n' \
-      >> /work/torch311/requirements-py311.lock
+  printf '%s\n' jax==0.10.2 jaxlib==0.10.2 flax==0.12.8 numpy==2.4.6 \
+      scipy==1.17.1 contourpy==1.3.3 >> /work/torch311/requirements-py311.lock
   /work/torch311/bin/python -m pip install \
       -c /work/torch311/requirements-py311.lock jax jaxlib flax optax chex \
       absl-py ml-collections tensorflow-datasets grain array-record \
@@ -642,8 +651,10 @@ def main(argv):
   repeats = bench._REPEATS.value  # pylint: disable=protected-access
   pool = bench._POOL.value  # pylint: disable=protected-access
   print(f"jax {jax.__version__} {jax.devices()}; torch {torch.__version__}")
-  print(f"threads: torch.set_num_threads({threads}); XLA:CPU's own pool "
-        f"over the {default_threads()} cores this process may use")
+  wait = os.environ.get("OMP_WAIT_POLICY", "unset")
+  print(f"threads: torch.set_num_threads({threads}) (OMP_WAIT_POLICY "
+        f"{wait}); XLA:CPU's own pool over the {default_threads()} cores "
+        "this process may use")
   print("load average (1, 5, 15 min) at start: "
         + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
   runners, compile_s, failed = build_runners(pool=pool,

@@ -49,7 +49,8 @@ def test_torch_layout_maps_flax_kernels_to_pytorch_ones():
   _, params, _ = _flax_model((8, 8, 3), conv_features=4, hidden=6,
                              features=5)
   layout = bench_torch.torch_layout(params, (8, 8, 3))
-  assert layout["encoder.conv1.weight"].shape == (4, 3, 5, 5)  # [out, in, kh, kw]
+  # [out, in, kh, kw]
+  assert layout["encoder.conv1.weight"].shape == (4, 3, 5, 5)
   np.testing.assert_array_equal(
       layout["encoder.conv1.weight"][2, 1, 3, 0],
       params["encoder"]["conv1"]["kernel"][3, 0, 1, 2])
