@@ -181,6 +181,11 @@ def usage_error(message: str) -> NoReturn:
   fail(f"{message}. See --help.", 2)
 
 
+# Libraries whose errors reach us as exceptions (and so as our one error
+# line): their own log records go to the log file only, at every level.
+_LOG_FILE_ONLY = (os.sep + "orbax" + os.sep,)
+
+
 class _ConsoleFilter(logging.Filter):
   """This project's records from INFO; other libraries' from `level`."""
 
@@ -190,6 +195,9 @@ class _ConsoleFilter(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     if not getattr(record, "console", True):
+      return False
+    if (self.level > logging.INFO
+        and any(part in record.pathname for part in _LOG_FILE_ONLY)):
       return False
     ours = any(part in record.pathname for part in _OURS)
     return record.levelno >= (logging.INFO if ours else self.level)
@@ -236,6 +244,19 @@ class _WorkdirLog(logging.Handler):
     except Exception:  # pylint: disable=broad-except
       self.handleError(record)
 
+  def handleError(self, record: logging.LogRecord) -> None:
+    """A log file that cannot be written (a full disk) stops logging to it:
+    the console still shows what matters, without a traceback per record."""
+    del record
+    self.pending, self.limit = [], 0
+    if self.file is not None:
+      try:
+        self.file.close()
+      except OSError:
+        pass
+    self.file = None
+    self.path = os.devnull
+
   def close(self) -> None:
     if self.file is not None:
       self.file.close()
@@ -268,8 +289,16 @@ def setup_logging(log_dir: str | None) -> None:
 
 
 def fail(message: str, code: int) -> NoReturn:
-  """Prints 'error: message' once on stderr and exits with `code`."""
+  """Prints 'error: message' once on stderr and exits with `code`.
+
+  What other libraries print while the process ends (a writer thread or an
+  exit handler failing on the same full disk, say) goes nowhere: the error
+  line is the last thing on the console, and the details are in the log.
+  """
   print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.stdout.flush()
+  if sys.stderr is sys.__stderr__:  # The process's own (not a capture).
+    sys.stderr = open(os.devnull, "w")  # pylint: disable=consider-using-with
   sys.exit(code)
 
 

@@ -28,6 +28,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -352,20 +353,28 @@ class Checkpointer:
     if self._manager.latest_step() == step:
       return
     state, best = distributed.to_global((state, best))
+    # Raw writes to stderr from the storage library's threads (a full disk
+    # makes each of them print a traceback) are kept for the log; the
+    # failure itself is raised below.
+    stray = io.StringIO()
     try:
-      self._manager.save(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardSave(state),
-              best=ocp.args.StandardSave(best),
-              host=ocp.args.JsonSave(host),
-          ),
-      )
-      self._manager.wait_until_finished()
+      with contextlib.redirect_stderr(stray):
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                best=ocp.args.StandardSave(best),
+                host=ocp.args.JsonSave(host),
+            ),
+        )
+        self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
+      if stray.getvalue():
+        logging.warning("While saving step %d: %s", step, stray.getvalue())
       os_error = as_os_error(e, self.step_dir(step))
       if os_error is None:
         raise
+      self._failed = True
       raise os_error from e
     if distributed.is_primary():
       write_checksums(self.step_dir(step))
@@ -386,4 +395,14 @@ class Checkpointer:
     return restored["state"], restored["best"], dict(restored["host"])
 
   def close(self) -> None:
-    self._manager.close()
+    """Closes the manager; after a failed save (a full disk), quietly: its
+    writer threads' own tracebacks add nothing to the error raised."""
+    if not getattr(self, "_failed", False):
+      self._manager.close()
+      return
+    with contextlib.redirect_stderr(io.StringIO()):
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except
+        logging.warning("Closing the checkpoint manager after a failed save "
+                        "failed too.", exc_info=True)

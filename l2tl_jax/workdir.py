@@ -196,10 +196,12 @@ def finished_results(config, workdir: str) -> dict[str, Any] | None:
     return None
   changes = config_changes(config, workdir)
   if changes:
+    details = "; ".join(f"{k}: {old!r} -> {new!r}"
+                        for k, (old, new) in list(changes.items())[:8])
     raise ConfigMismatchError(
-        f"The run in {workdir} is complete; changed fields "
-        f"({', '.join(changes)}) only continue unfinished runs. Use a new "
-        "--workdir.")
+        f"The run in {workdir} is complete with another config ({details}"
+        f"{'; ...' if len(changes) > 8 else ''}); changed fields only "
+        "continue unfinished runs. Run this config in a new --workdir.")
   with open(results_path) as f:
     results = json.load(f)
   logging.info("Run already complete: %s", results_path)

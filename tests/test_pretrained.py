@@ -18,6 +18,7 @@ import pytest
 
 from experiments.configs import tiny
 from l2tl_jax import build
+from l2tl_jax import loading
 from l2tl_jax import losses
 from l2tl_jax import methods
 from l2tl_jax import models
@@ -77,7 +78,7 @@ def test_the_file_fills_encoder_and_source_head(tmp_path):
       lambda: models.init_variables(model, jax.random.key(0), (32, 32, 3)))
   params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), params)
   state = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), state)
-  merged, merged_state = train.loading.merge_variables(
+  merged, merged_state = loading.merge_variables(
       params, state, loaded.params, loaded.model_state,
       parts=("encoder", "src_head"))
   chex.assert_trees_all_equal(merged["src_head"], loaded.params["src_head"])
