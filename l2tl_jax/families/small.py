@@ -38,14 +38,15 @@ class LeNet(nn.Module):
       exactly; second-order derivatives (the meta-gradient estimator) agree
       only to float rounding, so it is off by default, keeping results
       identical to earlier runs.
-    dtype: activations' dtype; params and features stay float32.
+    dtype: activations' dtype (None: the inputs'); params stay float32, and
+      features are float32 when it is set.
   """
 
   features: int = 128
   hidden: int = 512
   conv_features: int = 32
   fast_pool: bool = False
-  dtype: Any = jnp.float32
+  dtype: Any = None  # None: the inputs' dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -74,7 +75,7 @@ class LeNet(nn.Module):
     x = x.reshape((x.shape[0], -1))  # [B, H/4 * W/4 * conv_features]
     x = nn.relu(dense(self.hidden, name="fc1")(x))
     x = nn.relu(dense(self.features, name="fc2")(x))
-    return x.astype(jnp.float32)
+    return x if self.dtype is None else x.astype(jnp.float32)
 
 
 @encoders.register_encoder("mlp")
@@ -83,11 +84,12 @@ class MLP(nn.Module):
 
   Attributes:
     hidden: widths of the dense layers.
-    dtype: activations' dtype; params and features stay float32.
+    dtype: activations' dtype (None: the inputs'); params stay float32, and
+      features are float32 when it is set.
   """
 
   hidden: tuple[int, ...] = (64, 32)
-  dtype: Any = jnp.float32
+  dtype: Any = None  # None: the inputs' dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -96,7 +98,7 @@ class MLP(nn.Module):
     x = jnp.asarray(x, self.dtype).reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.relu(nn.Dense(width, dtype=self.dtype)(x))
-    return x.astype(jnp.float32)
+    return x if self.dtype is None else x.astype(jnp.float32)
 
 
 class ResNetBlock(nn.Module):
@@ -105,7 +107,7 @@ class ResNetBlock(nn.Module):
   filters: int
   strides: int = 1
   bn_axis_name: str | None = None
-  dtype: Any = jnp.float32
+  dtype: Any = None  # None: the inputs' dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
@@ -142,7 +144,7 @@ class ResNet(nn.Module):
   widths: tuple[int, ...] = (16, 32, 64)
   blocks_per_stage: int = 3
   bn_axis_name: str | None = None
-  dtype: Any = jnp.float32
+  dtype: Any = None  # None: the inputs' dtype.
 
   @nn.compact
   def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
@@ -163,6 +165,7 @@ class ResNet(nn.Module):
         strides = 2 if stage > 0 and block == 0 else 1
         x = ResNetBlock(filters, strides, self.bn_axis_name, self.dtype)(
             x, train=train)
-    return jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return jnp.mean(x if self.dtype is None else x.astype(jnp.float32),
+                    axis=(1, 2))
 
 
