@@ -42,6 +42,7 @@ from collections.abc import Callable
 import dataclasses
 from typing import Any, NamedTuple
 
+import chex
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -417,11 +418,14 @@ def init_alignment(num_classes: int = 0) -> AlignmentState:
 
 def alignment_class_means(num: jax.Array, den: jax.Array) -> jax.Array:
   """num / den per class, 0 where a class was never seen (den = 0)."""
+  chex.assert_rank([num, den], 1)
+  chex.assert_equal_shape([num, den])
   return jnp.where(den > 0, num / jnp.where(den > 0, den, 1.0), 0.0)
 
 
 def mean_one(values: jax.Array) -> jax.Array:
   """C * v / sum(v): class weights of mean 1; all 1 when the sum is 0."""
+  chex.assert_rank(values, 1)
   total = jnp.sum(values)
   return jnp.where(total > 0, values.shape[0] * values /
                    jnp.where(total > 0, total, 1.0), 1.0)
@@ -528,6 +532,8 @@ def per_class_advantages(class_means: jax.Array, present: jax.Array,
     weights: [C] the sampled lambda_c.
     expected: [C] E[lambda_c] under the policy.
   """
+  chex.assert_rank([class_means, present, weights, expected], 1)
+  chex.assert_equal_shape([class_means, present, weights, expected])
   n = jnp.maximum(jnp.sum(present), 1)
   r_bar = jnp.sum(jnp.where(present, class_means, 0.0)) / n
   return jnp.where(present, (weights - expected) * (class_means - r_bar), 0.0)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 import dataclasses
 from typing import Any, NamedTuple
 
+import chex
 import jax
 import jax.numpy as jnp
 import optax
@@ -482,6 +483,7 @@ def positive_weights(scores: jax.Array,
   The mean is over the global batch (every device's scores), so the weights
   have batch mean 1; all 0 when no score is positive.
   """
+  chex.assert_rank(scores, 1)
   positive = jnp.maximum(scores, 0.0)
   total = parallel.psum(jnp.sum(positive), axis_name)
   count = parallel.psum(jnp.asarray(scores.size, jnp.float32), axis_name)
@@ -492,6 +494,7 @@ def positive_weights(scores: jax.Array,
 def top_k_mean(values: jax.Array, k: int,
                axis_name: str | None = None) -> jax.Array:
   """Mean of the k largest of `values` over the global batch (all devices)."""
+  chex.assert_rank(values, 1)
   if axis_name is not None:
     values = jax.lax.all_gather(values, axis_name, tiled=True)
   return jnp.mean(jax.lax.top_k(values, k)[0])
@@ -510,6 +513,8 @@ def class_sums(values: jax.Array, labels: jax.Array, num_classes: int,
   Returns:
     (sums [C], counts [C]), summed over devices.
   """
+  chex.assert_rank([values, labels], 1)
+  chex.assert_equal_shape([values, labels])
   one_hot = jax.nn.one_hot(labels, num_classes, dtype=jnp.float32)  # [n, C]
   sums = parallel.psum(values.astype(jnp.float32) @ one_hot, axis_name)
   counts = parallel.psum(jnp.sum(one_hot, axis=0), axis_name)

@@ -140,3 +140,15 @@ def test_class_weight_scale_is_checked_and_divides_the_levels():
   opts = options_lib.L2TLOptions(class_weight_scale=50.0)
   assert opts.class_weight_divisor == 50.0
   assert options_lib.L2TLOptions().class_weight_divisor == 100
+
+
+def test_alignment_state_helpers_check_ranks():
+  with pytest.raises(AssertionError):
+    estimators.alignment_class_means(jnp.ones((3,)), jnp.ones((4,)))
+  with pytest.raises(AssertionError):
+    estimators.mean_one(jnp.ones((3, 1)))
+  with pytest.raises(AssertionError):
+    estimators.per_class_advantages(jnp.ones((3,)), jnp.ones((3,), bool),
+                                    jnp.ones((3,)), jnp.ones((2,)))
+  np.testing.assert_allclose(
+      estimators.mean_one(jnp.array([1.0, 3.0])), [0.5, 1.5])
