@@ -369,12 +369,21 @@ class Checkpointer:
         )
         self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
-      if stray.getvalue():
-        logging.warning("While saving step %d: %s", step, stray.getvalue())
       os_error = as_os_error(e, self.step_dir(step))
+      if os_error is not None:
+        # The manager cannot save again; closing it here, inside the
+        # redirect, lets its writer threads finish (and print) now.
+        self._failed = True
+        with contextlib.redirect_stderr(stray):
+          try:
+            self._manager.close()
+          except Exception:  # pylint: disable=broad-except
+            pass
+      if stray.getvalue():  # For the log file, not the console.
+        logging.warning("While saving step %d: %s", step, stray.getvalue(),
+                        extra={"console": False})
       if os_error is None:
         raise
-      self._failed = True
       raise os_error from e
     if distributed.is_primary():
       write_checksums(self.step_dir(step))
