@@ -183,7 +183,7 @@ def usage_error(message: str) -> NoReturn:
 
 # Libraries whose errors reach us as exceptions (and so as our one error
 # line): their own log records go to the log file only, at every level.
-_LOG_FILE_ONLY = (os.sep + "orbax" + os.sep,)
+_LOG_FILE_ONLY = (os.sep + "orbax" + os.sep, os.sep + "asyncio" + os.sep)
 
 
 class _ConsoleFilter(logging.Filter):
@@ -299,6 +299,12 @@ def fail(message: str, code: int) -> NoReturn:
   sys.stdout.flush()
   if sys.stderr is sys.__stderr__:  # The process's own (not a capture).
     sys.stderr = open(os.devnull, "w")  # pylint: disable=consider-using-with
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # Later records: the log file only.
+      if isinstance(handler, logging.StreamHandler) and not isinstance(
+          handler, logging.FileHandler) and getattr(
+              handler, "stream", None) is sys.__stderr__:
+        root.removeHandler(handler)
   sys.exit(code)
 
 
