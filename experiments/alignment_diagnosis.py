@@ -45,6 +45,7 @@ from l2tl_jax import losses
 from l2tl_jax import models
 from l2tl_jax import outer
 from l2tl_jax import parallel
+from l2tl_jax import run as run_lib
 from l2tl_jax import train
 
 
@@ -99,7 +100,7 @@ def diagnose(config, pretrain_dir: str, score_layers: int,
   task = data.build_task(config.data)
   par = parallel.Parallelism()
   with tempfile.TemporaryDirectory() as workdir:
-    run = train._Run(config, task, workdir, par)  # pylint: disable=protected-access
+    run = run_lib.Run(config, task, workdir, par)
     state = run.host_state()
   params, model_state, model = state.params, state.model_state, run.model
   encoder = params["encoder"]

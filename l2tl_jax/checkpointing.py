@@ -249,6 +249,7 @@ class Checkpointer:
   def __init__(self, directory: str, *, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._max_to_keep = max_to_keep
+    self._failed = False  # A save failed on the storage: close quietly.
     self._open()
 
   def _open(self) -> None:
@@ -406,7 +407,7 @@ class Checkpointer:
   def close(self) -> None:
     """Closes the manager; after a failed save (a full disk), quietly: its
     writer threads' own tracebacks add nothing to the error raised."""
-    if not getattr(self, "_failed", False):
+    if not self._failed:
       self._manager.close()
       return
     with contextlib.redirect_stderr(io.StringIO()):

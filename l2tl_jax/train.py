@@ -53,10 +53,6 @@ NonFiniteError = loop_lib.NonFiniteError
 HOST_ONLY_FIELDS = workdir_lib.HOST_ONLY_FIELDS
 POLICY_ONLY_FIELDS = workdir_lib.POLICY_ONLY_FIELDS
 config_changes = workdir_lib.config_changes
-# experiments.alignment_diagnosis builds a run; tests/multihost_script.py
-# wraps the loop's methods.
-_Run = run_lib.Run
-_HostLoop = loop_lib.HostLoop
 
 
 # What config.l2tl.mode fills in for the config.l2tl fields left None.

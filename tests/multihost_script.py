@@ -68,28 +68,28 @@ def config_for(out_dir: str, method: str):
   return config
 
 
-def _interrupt_after(train, step: int) -> None:
+def _interrupt_after(loop, step: int) -> None:
   """Sends this process SIGTERM once it has logged `step`."""
-  log_window = train._HostLoop.log_window  # pylint: disable=protected-access
+  log_window = loop.HostLoop.log_window
 
   def logged(self, at):
     log_window(self, at)
     if at == step:
       os.kill(os.getpid(), signal.SIGTERM)
 
-  train._HostLoop.log_window = logged  # pylint: disable=protected-access
+  loop.HostLoop.log_window = logged
 
 
-def _record_starts(train) -> dict[str, int]:
+def _record_starts(loop) -> dict[str, int]:
   """workdir -> the step each run started from (restored or 0)."""
   starts = {}
-  restore = train._HostLoop._restore  # pylint: disable=protected-access
+  restore = loop.HostLoop._restore  # pylint: disable=protected-access
 
   def restored(self, template):
     starts[self.workdir] = restore(self, template)
     return starts[self.workdir]
 
-  train._HostLoop._restore = restored  # pylint: disable=protected-access
+  loop.HostLoop._restore = restored  # pylint: disable=protected-access
   return starts
 
 
@@ -105,11 +105,12 @@ def main(argv):
   distributed.initialize(config_for(out_dir, methods[0]).distributed,
                          os.environ)
   import jax
+  from l2tl_jax import loop
   from l2tl_jax import train
 
   if interrupt is not None and interrupt[0] == jax.process_index():
-    _interrupt_after(train, interrupt[1])
-  starts = _record_starts(train)
+    _interrupt_after(loop, interrupt[1])
+  starts = _record_starts(loop)
   for method in methods:
     workdir = os.path.join(out_dir, method)
     results = train.train_and_evaluate(config_for(out_dir, method), workdir)
