@@ -181,6 +181,26 @@ def usage_error(message: str) -> NoReturn:
   fail(f"{message}. See --help.", 2)
 
 
+def start_command(argv: Sequence[str], flag_values: flags.FlagValues,
+                  doc: str) -> list[str] | None:
+  """The start of a command with its own flag set (predict, export).
+
+  Prints `doc` and the flags' help and returns None for --help; otherwise
+  parses `argv` into `flag_values` (one line and exit 2 on a bad flag),
+  leaves the shared flags (--log_level) at their defaults, sets up the
+  quiet console, and returns the remaining arguments (program name first).
+  """
+  if any(arg in ("-h", "--help", "--helpshort", "--helpfull")
+         for arg in argv[1:]):
+    print(f"{doc}\n{flag_values.get_help(include_special_flags=False)}")
+    return None
+  rest = parse_flags(list(argv), flag_values)
+  if not flags.FLAGS.is_parsed():  # The shared flags, at their defaults.
+    flags.FLAGS.mark_as_parsed()
+  setup_logging(None)  # A quiet console; handled errors are one line.
+  return rest
+
+
 # Libraries whose errors reach us as exceptions (and so as our one error
 # line): their own log records go to the log file only, at every level.
 _LOG_FILE_ONLY = (os.sep + "orbax" + os.sep, os.sep + "asyncio" + os.sep)

@@ -134,14 +134,9 @@ def _check_args(rest: Sequence[str]) -> str:
 
 def main(argv: Sequence[str]) -> None:
   """Parses `argv` (program name first) into FLAGS and exports."""
-  if any(arg in ("-h", "--help", "--helpshort", "--helpfull")
-         for arg in argv[1:]):
-    print(f"{__doc__}\n{FLAGS.get_help(include_special_flags=False)}")
+  rest = cli.start_command(argv, FLAGS, __doc__)
+  if rest is None:  # --help
     return
-  rest = cli.parse_flags(list(argv), FLAGS)
-  if not flags.FLAGS.is_parsed():  # cli's shared flags, at their defaults.
-    flags.FLAGS.mark_as_parsed()
-  cli.setup_logging(None)  # A quiet console; handled errors are one line.
   out_dir = _check_args(rest[1:])
   cli.run_or_exit(run_export, _WORKDIR.value, fmt=_FORMAT.value,
                   params=_PARAMS.value, output=out_dir,

@@ -94,11 +94,16 @@ NOISY = (0, 1, 2, 3)
 FRACTION = 0.5
 
 
-def get_config():
-  config = mixed_domain.get_config()
+def with_crossed_noise(config, classes, fraction):
+  """`config` with `fraction` of each of `classes`' source labels replaced by
+  a random other source class (seed 0)."""
   d = config.data
-  d.source_corrupt_classes = NOISY
-  d.source_corrupt_fraction = FRACTION
+  d.source_corrupt_classes = classes
+  d.source_corrupt_fraction = fraction
   d.source_corrupt_to = "other"
   d.source_corrupt_seed = 0
   return config
+
+
+def get_config():
+  return with_crossed_noise(mixed_domain.get_config(), NOISY, FRACTION)

@@ -73,6 +73,7 @@ Accuracy: alignment_ema ties joint_uniform (+0.25, within the spread) and
 DATL (93.03 ± 0.54); none reaches oracle_up (93.83).
 """
 
+from experiments.configs import crossed_noise
 from experiments.configs import label_mismatch
 
 # The five source digits are the join's labels 0..4.
@@ -82,10 +83,5 @@ FRACTION = 0.5
 
 
 def get_config():
-  config = label_mismatch.get_config()
-  d = config.data
-  d.source_corrupt_classes = NOISY
-  d.source_corrupt_fraction = FRACTION
-  d.source_corrupt_to = "other"
-  d.source_corrupt_seed = 0
-  return config
+  return crossed_noise.with_crossed_noise(label_mismatch.get_config(), NOISY,
+                                          FRACTION)
