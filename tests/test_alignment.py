@@ -16,8 +16,10 @@ import optax
 import pytest
 
 from experiments.configs import tiny
+from l2tl_jax import alignment
 from l2tl_jax import build
 from l2tl_jax import estimators
+from l2tl_jax import estimators_alignment
 from l2tl_jax import losses
 from l2tl_jax import methods
 from l2tl_jax import models
@@ -73,8 +75,8 @@ def test_scores_equal_explicit_per_example_gradient_dot_products(layers):
   model = _model()
   params, model_state = _params(model)
   src, val = _examples(6, 3, 1), _examples(5, 2, 2)
-  scores = outer.alignment_scores(params, model_state, src, val,
-                                  problem=_problem(model), layers=layers)
+  scores = alignment.alignment_scores(params, model_state, src, val,
+                                      problem=_problem(model), layers=layers)
   chex.assert_shape(scores, (6,))
   names = ("Dense_0", "Dense_1") if layers == 0 else ("Dense_1",)
   assert outer.scored_layers(params["encoder"], layers) == names
@@ -97,8 +99,8 @@ def test_scores_are_learning_to_reweight_finite_differences():
     src, val = _examples(4, 3, 4), _examples(8, 2, 5)
     src["image"], val["image"] = (src["image"].astype(np.float64),
                                   val["image"].astype(np.float64))
-    scores = outer.alignment_scores(params, model_state, src, val,
-                                    problem=_problem(model), layers=0)
+    scores = alignment.alignment_scores(params, model_state, src, val,
+                                        problem=_problem(model), layers=0)
     lr, eps = 0.1, 1e-4
     for i in range(4):
       example = jax.tree.map(lambda x: x[i], src)
@@ -113,28 +115,30 @@ def test_scores_are_learning_to_reweight_finite_differences():
 def test_positive_weights_and_class_sums_by_hand():
   scores = jnp.array([2.0, -1.0, 0.0, 6.0])
   # Positive parts 2, 0, 0, 6; their mean 2 -> weights 1, 0, 0, 3.
-  np.testing.assert_allclose(outer.positive_weights(scores), [1, 0, 0, 3])
-  np.testing.assert_allclose(outer.positive_weights(-scores ** 2), [0] * 4)
-  sums, counts = outer.class_sums(jnp.array([1.0, 0.0, 0.0, 3.0]),
-                                  jnp.array([2, 0, 2, 1]), 4)
+  np.testing.assert_allclose(alignment.positive_weights(scores), [1, 0, 0, 3])
+  np.testing.assert_allclose(alignment.positive_weights(-scores ** 2),
+                             [0] * 4)
+  sums, counts = alignment.class_sums(jnp.array([1.0, 0.0, 0.0, 3.0]),
+                                      jnp.array([2, 0, 2, 1]), 4)
   np.testing.assert_allclose(sums, [0, 3, 1, 0])
   np.testing.assert_allclose(counts, [1, 1, 2, 0])
 
 
 def test_class_means_and_mean_one_by_hand():
-  means = estimators.alignment_class_means(jnp.array([0.2, 0.0, 0.3]),
-                                           jnp.array([0.1, 0.0, 0.6]))
+  means = estimators_alignment.alignment_class_means(
+      jnp.array([0.2, 0.0, 0.3]), jnp.array([0.1, 0.0, 0.6]))
   np.testing.assert_allclose(means, [2.0, 0.0, 0.5])
   # Mean 1 over the three classes: 3 * [2, 0, 0.5] / 2.5.
-  np.testing.assert_allclose(estimators.mean_one(means), [2.4, 0.0, 0.6],
-                             rtol=1e-6)
-  np.testing.assert_allclose(estimators.mean_one(jnp.zeros(3)), [1, 1, 1])
+  np.testing.assert_allclose(estimators_alignment.mean_one(means),
+                             [2.4, 0.0, 0.6], rtol=1e-6)
+  np.testing.assert_allclose(estimators_alignment.mean_one(jnp.zeros(3)),
+                             [1, 1, 1])
 
 
 def test_per_class_advantages_by_hand():
   # r = [2, 0.5, -, 0.5] with class 2 absent: r_bar = 1; advantages
   # (lambda - E lambda) * (r - 1).
-  adv = estimators.per_class_advantages(
+  adv = estimators_alignment.per_class_advantages(
       jnp.array([2.0, 0.5, 0.0, 0.5]), jnp.array([True, True, False, True]),
       jnp.array([1.5, 0.2, 1.9, 1.0]), jnp.array([1.0, 1.0, 1.0, 1.0]))
   np.testing.assert_allclose(adv, [0.5, 0.4, 0.0, 0.0], atol=1e-7)
@@ -190,10 +194,10 @@ def test_alignment_ema_state_after_one_step_by_hand():
   options = steps.L2TLOptions(warmup_steps=0, alignment_momentum=0.9,
                               score_layers=1, **ALIGNMENT)
   state, _ = _run(options, 1)
-  scores = outer.alignment_scores(params, model_state, batch["src"],
-                                  batch["val"], problem=_problem(model),
-                                  layers=1)
-  w = np.asarray(outer.positive_weights(scores))
+  scores = alignment.alignment_scores(params, model_state, batch["src"],
+                                      batch["val"], problem=_problem(model),
+                                      layers=1)
+  w = np.asarray(alignment.positive_weights(scores))
   labels = batch["src"]["label"]
   sums = np.array([w[labels == c].sum() for c in range(3)])
   counts = np.array([(labels == c).sum() for c in range(3)], np.float32)
@@ -271,8 +275,8 @@ def test_l2rw_kept_weights_average_to_one():
   options = steps.L2TLOptions(estimator="l2rw", fixed_alpha=1.0,
                               src_normalization="mean")
   np.testing.assert_allclose(
-      outer.top_k_mean(jnp.array([0.0, 3.0, 1.0, 0.0, 2.0, 0.5, 0.0, 1.5]),
-                       4), 1.875)
+      alignment.top_k_mean(
+          jnp.array([0.0, 3.0, 1.0, 0.0, 2.0, 0.5, 0.0, 1.5]), 4), 1.875)
   _, metrics = _run(options, 2)
   assert float(metrics["train/nonfinite"]) == 0.0
   with pytest.raises(ValueError, match="inner_steps=1"):

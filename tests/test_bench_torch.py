@@ -18,6 +18,7 @@ import pytest
 
 from experiments import bench
 from experiments import bench_torch
+from l2tl_jax import alignment
 from l2tl_jax import estimators
 from l2tl_jax import models
 from l2tl_jax import outer
@@ -154,7 +155,7 @@ def test_pytorch_alignment_scores_equal_outer_alignment_scores(layers):
   src = {"image": _images(6, seed=1), "label": rs.randint(0, 10, 6)}
   val = {"image": _images(5, seed=2), "label": rs.randint(0, 5, 5)}
   problem = outer.JointProblem(model=model, tx=None)
-  want = np.asarray(jax.jit(lambda p: outer.alignment_scores(
+  want = np.asarray(jax.jit(lambda p: alignment.alignment_scores(
       p, model_state, src, val, problem=problem, layers=layers))(params))
   batch = bench_torch.torch_batch(
       {"src": src, "tgt": {"image": src["image"][:3],
@@ -215,7 +216,7 @@ def test_pytorch_reinforce_steps_equal_the_jax_steps_for_the_same_actions():
       num=jnp.float32(num), den=jnp.float32(den)))
   advantages = []
   for _ in range(3):
-    # The actions the JAX step draws (estimators._sample).
+    # The actions the JAX step draws (estimators_common.sample).
     actions = policy.sample(state.policy_params,
                             jax.random.fold_in(state.step_key(), 0))
     got = step({"class": torch.from_numpy(np.asarray(actions["class"],

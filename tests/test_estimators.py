@@ -9,6 +9,7 @@ import pytest
 from experiments.configs import tiny
 from l2tl_jax import build
 from l2tl_jax import estimators
+from l2tl_jax import estimators_alignment
 from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import optim
@@ -144,11 +145,11 @@ def test_class_weight_scale_is_checked_and_divides_the_levels():
 
 def test_alignment_state_helpers_check_ranks():
   with pytest.raises(AssertionError):
-    estimators.alignment_class_means(jnp.ones((3,)), jnp.ones((4,)))
+    estimators_alignment.alignment_class_means(jnp.ones((3,)), jnp.ones((4,)))
   with pytest.raises(AssertionError):
-    estimators.mean_one(jnp.ones((3, 1)))
+    estimators_alignment.mean_one(jnp.ones((3, 1)))
   with pytest.raises(AssertionError):
-    estimators.per_class_advantages(jnp.ones((3,)), jnp.ones((3,), bool),
-                                    jnp.ones((3,)), jnp.ones((2,)))
+    estimators_alignment.per_class_advantages(
+        jnp.ones((3,)), jnp.ones((3,), bool), jnp.ones((3,)), jnp.ones((2,)))
   np.testing.assert_allclose(
-      estimators.mean_one(jnp.array([1.0, 3.0])), [0.5, 1.5])
+      estimators_alignment.mean_one(jnp.array([1.0, 3.0])), [0.5, 1.5])

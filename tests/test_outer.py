@@ -15,6 +15,7 @@ import numpy as np
 import optax
 import pytest
 
+from l2tl_jax import alignment
 from l2tl_jax import losses
 from l2tl_jax import models
 from l2tl_jax import outer
@@ -199,12 +200,12 @@ def test_alignment_helpers_check_ranks():
   # Rank checks, as losses.py and policy.py have: a [n, 1] score column or
   # labels of another length fail at trace time, not as silent broadcasts.
   with pytest.raises(AssertionError):
-    outer.positive_weights(jnp.ones((4, 1)))
+    alignment.positive_weights(jnp.ones((4, 1)))
   with pytest.raises(AssertionError):
-    outer.top_k_mean(jnp.ones((4, 1)), 2)
+    alignment.top_k_mean(jnp.ones((4, 1)), 2)
   with pytest.raises(AssertionError):
-    outer.class_sums(jnp.ones((4,)), jnp.zeros((3,), jnp.int32), 2)
-  sums, counts = outer.class_sums(jnp.array([1.0, 2.0, 4.0]),
-                                  jnp.array([0, 1, 1]), 3)
+    alignment.class_sums(jnp.ones((4,)), jnp.zeros((3,), jnp.int32), 2)
+  sums, counts = alignment.class_sums(jnp.array([1.0, 2.0, 4.0]),
+                                      jnp.array([0, 1, 1]), 3)
   np.testing.assert_allclose(sums, [1.0, 6.0, 0.0])
   np.testing.assert_allclose(counts, [1.0, 2.0, 0.0])
