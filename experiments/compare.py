@@ -41,7 +41,7 @@ from experiments import report
 from experiments import runner
 from l2tl_jax import checkpointing
 from l2tl_jax import methods as methods_lib
-from l2tl_jax import plots
+from l2tl_jax import plots_comparison
 from l2tl_jax import train
 from l2tl_jax import validation
 
@@ -176,9 +176,11 @@ def run_comparison(
       "notes": notes,
       "base_config": json.loads(config.to_json_best_effort()),
   }
-  plots.plot_comparison(summary, os.path.join(workdir, "comparison.png"))
-  plots.plot_source_relevance(summary["source_relevance"],
-                              os.path.join(workdir, "source_relevance.png"))
+  plots_comparison.plot_comparison(summary,
+                                   os.path.join(workdir, "comparison.png"))
+  plots_comparison.plot_source_relevance(
+      summary["source_relevance"],
+      os.path.join(workdir, "source_relevance.png"))
   checkpointing.write_text_atomic(os.path.join(workdir, "summary.md"),
                                   report.summary_markdown(summary))
   checkpointing.write_json_atomic(os.path.join(workdir, "summary.json"),
@@ -253,8 +255,8 @@ def run_target_size_sweep(
                            rows=list(lines)),
       "notes": notes,
   }
-  plots.plot_target_size_sweep(sweep,
-                               os.path.join(workdir, "target_size_sweep.png"))
+  plots_comparison.plot_target_size_sweep(
+      sweep, os.path.join(workdir, "target_size_sweep.png"))
   checkpointing.write_text_atomic(os.path.join(workdir, "sweep.md"),
                                   report.sweep_markdown(sweep))
   checkpointing.write_json_atomic(os.path.join(workdir, "sweep.json"), sweep)

@@ -33,7 +33,7 @@ from experiments import cli
 from experiments import report
 from l2tl_jax import checkpointing
 from l2tl_jax import methods as methods_lib
-from l2tl_jax import plots
+from l2tl_jax import plots_comparison
 
 REPORT_FILE = "relevance.md"
 PLOT_FILE = "source_relevance.png"
@@ -166,7 +166,7 @@ def relevance_report(workdir: str) -> dict[str, Any]:
   relevance.update(workdir=workdir, unfinished=unfinished)
   md_path = os.path.join(workdir, REPORT_FILE)
   checkpointing.write_text_atomic(md_path, relevance_file(relevance, runs))
-  png_path = plots.plot_source_relevance(
+  png_path = plots_comparison.plot_source_relevance(
       relevance, os.path.join(workdir, PLOT_FILE))
   relevance["files"] = [md_path, png_path]
   return relevance

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from l2tl_jax import plots
+from l2tl_jax import plots_comparison
 
 NUM_SRC = 6
 SRC_NAMES = [f"class_{i}" for i in range(NUM_SRC)]
@@ -122,13 +123,15 @@ def test_comparison_and_sweep_plots(tmp_path):
                                   "per_seed": [0.62, 0.62, 0.62]},
       "l2tl": {"mean": 0.7, "std": 0.1, "per_seed": [0.6, 0.7, 0.8]},
   }}
-  path = plots.plot_comparison(summary, str(tmp_path / "out" / "cmp.png"))
+  path = plots_comparison.plot_comparison(summary,
+                                          str(tmp_path / "out" / "cmp.png"))
   _assert_png(path)
   sweep = {"methods": {
       name: [{"target_per_class": k, "mean": 0.5 + 0.01 * k, "std": 0.02}
              for k in (20, 5, 10)]
       for name in ("finetune", "l2tl", "l2tl (val-selected)")}}
-  path = plots.plot_target_size_sweep(sweep, str(tmp_path / "sweep.png"))
+  path = plots_comparison.plot_target_size_sweep(sweep,
+                                                 str(tmp_path / "sweep.png"))
   _assert_png(path)
   # Only the finished files: the temporary ones were renamed.
   assert os.listdir(tmp_path / "out") == ["cmp.png"]
@@ -154,11 +157,15 @@ def test_study_weights_plot(tmp_path):
                                       0.8),
                  "reinforce_reference": row([0.495] * NUM_SRC, None),
              }}
-  _assert_png(plots.plot_study_weights(summary, str(tmp_path / "w.png")))
+  _assert_png(plots_comparison.plot_study_weights(summary,
+                                                  str(tmp_path / "w.png")))
   del summary["variants"]["meta_gradient"]
   del summary["variants"]["reinforce_reference"]
-  assert plots.plot_study_weights(summary, str(tmp_path / "none.png")) is None
+  assert plots_comparison.plot_study_weights(
+      summary, str(tmp_path / "none.png")) is None
   assert not os.path.exists(tmp_path / "none.png")
+  # experiments/study.py reads it as plots.plot_study_weights.
+  assert plots.plot_study_weights is plots_comparison.plot_study_weights
 
 
 def test_no_pyplot_figures_leak(tmp_path):

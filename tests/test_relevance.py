@@ -196,20 +196,20 @@ def test_summary_markdown_ends_with_the_section():
 
 
 def test_plot_written(tmp_path):
-  from l2tl_jax import plots  # pylint: disable=g-import-not-at-top
+  from l2tl_jax import plots_comparison  # pylint: disable=g-import-not-at-top
   out = report.source_relevance(_runs(RELEVANCE))
-  path = plots.plot_source_relevance(out, str(tmp_path / "r.png"))
+  path = plots_comparison.plot_source_relevance(out, str(tmp_path / "r.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert plots.plot_source_relevance({"methods": {}}, str(tmp_path / "n.png")
-                                     ) is None
+  assert plots_comparison.plot_source_relevance(
+      {"methods": {}}, str(tmp_path / "n.png")) is None
   assert not (tmp_path / "n.png").exists()
   # Many classes: the top and bottom are drawn.
   many = {f"c{i}": i / 100 for i in range(100)}
   runs = {"l2tl": [(0, "/x", {"src_class_names": list(many),
                                "policy": {"expected_class_weights": many}})]}
-  assert plots.plot_source_relevance(report.source_relevance(runs),
-                                     str(tmp_path / "m.png"), max_classes=10)
+  assert plots_comparison.plot_source_relevance(
+      report.source_relevance(runs), str(tmp_path / "m.png"), max_classes=10)
 
 
 def test_report_of_a_comparison_folder(tmp_path, capsys):

@@ -1,7 +1,7 @@
 """The comparison report's per-class table, from hand-made results."""
 
 from experiments import report
-from l2tl_jax import plots
+from l2tl_jax import plots_comparison
 
 
 def _runs():
@@ -46,6 +46,6 @@ def test_comparison_plot_with_the_per_class_panel(tmp_path):
       "finetune": {"mean": 0.6, "std": 0.1, "per_seed": [0.5, 0.7]},
       "l2tl": {"mean": 0.7, "std": 0.0, "per_seed": [0.7, 0.7]}},
              "per_class": report.per_class_summary(_runs())}
-  path = plots.plot_comparison(summary, str(tmp_path / "cmp.png"))
+  path = plots_comparison.plot_comparison(summary, str(tmp_path / "cmp.png"))
   with open(path, "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"

@@ -249,12 +249,13 @@ def test_files_follow_the_umask(tmp_path):
 def test_plots_and_downloads_follow_the_umask(tmp_path):
   from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
   from l2tl_jax import atomic  # pylint: disable=g-import-not-at-top
-  from l2tl_jax import plots  # pylint: disable=g-import-not-at-top
+  from l2tl_jax import plots_common  # pylint: disable=g-import-not-at-top
 
   where = tmp_path / "downloads"
   old = os.umask(0o027)
   try:
-    png = plots.save_figure(Figure(), str(tmp_path / "plots" / "p.png"))
+    png = plots_common.save_figure(Figure(),
+                                   str(tmp_path / "plots" / "p.png"))
     # The IDX download's write (data/kinds/catalog.download_idx): kept...
     with atomic.writer(str(where / "a.gz"), "wb", prefix=".part-") as out:
       out.write(b"idx bytes")
