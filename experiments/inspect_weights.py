@@ -41,7 +41,7 @@ from l2tl_jax import data
 from l2tl_jax import families
 from l2tl_jax import models
 from l2tl_jax import weights
-from l2tl_jax.data import folder
+from l2tl_jax.data import decode
 from l2tl_jax.data import preprocess
 from l2tl_jax.data import tasks
 
@@ -111,7 +111,7 @@ def _decode(path: str) -> np.ndarray:
     # Past MAX_IMAGE_PIXELS Pillow only warns (an error from twice that).
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     try:
-      return folder.decode_image(raw, path)
+      return decode.decode_image(raw, path)
     except data.DataError as e:
       if isinstance(e.__cause__, bombs):
         raise data.DataError(

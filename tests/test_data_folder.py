@@ -14,6 +14,7 @@ import pytest
 from conftest_data import (make_folder, tfds_dir,  # pylint: disable=unused-import
                            write_image)
 from l2tl_jax import data
+from l2tl_jax.data import decode
 from l2tl_jax.data import folder as folder_lib
 from l2tl_jax.data.errors import DataError
 
@@ -214,7 +215,7 @@ def test_only_allowed_formats_are_decoded_and_eps_never_runs(
       r' PNG, JPEG, BMP, GIF, WEBP, TIFF')):
     _open(root, tfds_dir)
   assert not marker.exists()
-  assert folder_lib.detect_format(_EPS) == 'EPS'
+  assert decode.detect_format(_EPS) == 'EPS'
 
 
 def test_allowed_formats_decode_whatever_their_extension(tmp_path, tfds_dir):

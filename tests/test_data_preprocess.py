@@ -4,6 +4,7 @@ import chex
 import numpy as np
 import pytest
 
+from l2tl_jax.data import augment
 from l2tl_jax.data import preprocess
 from l2tl_jax.data.errors import DataError
 
@@ -116,8 +117,8 @@ def test_to_float_divides_by_255():
 def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (16, 6, 5, 2), dtype=np.uint8)
-  out = preprocess.augment_batch(images, np.random.default_rng(1),
-                                 crop_padding=2)
+  out = augment.augment_batch(images, np.random.default_rng(1),
+                              crop_padding=2)
   chex.assert_shape(out, images.shape)
   padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)])
   flips = 0
@@ -133,15 +134,15 @@ def test_augment_is_a_crop_of_the_padded_image_or_its_mirror():
           flips += 1
     assert found, b
   assert 0 < flips < 16
-  again = preprocess.augment_batch(images, np.random.default_rng(1),
-                                   crop_padding=2)
+  again = augment.augment_batch(images, np.random.default_rng(1),
+                                crop_padding=2)
   np.testing.assert_array_equal(out, again)
 
 
 def test_augment_without_padding_only_flips():
   images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4, 1)
-  out = preprocess.augment_batch(images, np.random.default_rng(3),
-                                 crop_padding=0)
+  out = augment.augment_batch(images, np.random.default_rng(3),
+                              crop_padding=0)
   for b in range(2):
     assert (np.array_equal(out[b], images[b])
             or np.array_equal(out[b], images[b, :, ::-1]))

@@ -17,6 +17,8 @@ import pytest
 from conftest_data import (base_config, make_idx_dir,  # pylint: disable=unused-import
                            tfds_dir)
 from l2tl_jax import data
+from l2tl_jax.data import augment
+from l2tl_jax.data import decode
 from l2tl_jax.data import folder as folder_lib
 from l2tl_jax.data import pipeline
 from l2tl_jax.data import preprocess
@@ -155,7 +157,7 @@ def test_resize_center_crop_resizes_images_already_at_the_crop_size():
 
 def test_random_resized_crop_windows_follow_torchvision():
   rng = np.random.default_rng(0)
-  windows = preprocess.random_resized_crop_params(rng, 500, 30, 40)
+  windows = augment.random_resized_crop_params(rng, 500, 30, 40)
   top, left, h, w = windows.T
   assert (top >= 0).all() and (left >= 0).all()
   assert (top + h <= 30).all() and (left + w <= 40).all()
@@ -183,7 +185,7 @@ def test_random_resized_crop_windows_follow_torchvision():
       raise AssertionError(f'example {k} fell back')
   # No candidate fits a 10x40 strip at full area: the fallback is the centre
   # crop clamped to ratio 4/3: h = 10, w = round(13.3) = 13, left = 27 // 2.
-  fallback = preprocess.random_resized_crop_params(
+  fallback = augment.random_resized_crop_params(
       np.random.default_rng(1), 3, 10, 40, scale=(1.0, 1.0))
   np.testing.assert_array_equal(fallback, [[0, 13, 10, 13]] * 3)
 
@@ -191,13 +193,13 @@ def test_random_resized_crop_windows_follow_torchvision():
 def test_random_resized_crop_is_a_resized_window_or_its_mirror():
   images = np.random.default_rng(0).integers(0, 256, (6, 12, 10, 3),
                                              dtype=np.uint8)
-  out = preprocess.random_resized_crop_batch(
+  out = augment.random_resized_crop_batch(
       images, np.random.default_rng(7), size=5)
   chex.assert_shape(out, (6, 5, 5, 3))
   assert out.dtype == np.uint8
   # The same generator state draws the windows first, then the flips.
   rng = np.random.default_rng(7)
-  windows = preprocess.random_resized_crop_params(rng, 6, 12, 10)
+  windows = augment.random_resized_crop_params(rng, 6, 12, 10)
   flips = rng.random(6) < 0.5
   for k, (top, left, h, w) in enumerate(windows):
     crop = Image.fromarray(images[k, top:top + h, left:left + w])
@@ -205,11 +207,11 @@ def test_random_resized_crop_is_a_resized_window_or_its_mirror():
     np.testing.assert_array_equal(
         out[k], expected[:, ::-1] if flips[k] else expected)
   np.testing.assert_array_equal(
-      out, preprocess.random_resized_crop_batch(
+      out, augment.random_resized_crop_batch(
           images, np.random.default_rng(7), size=5))
-  assert not np.array_equal(out, preprocess.random_resized_crop_batch(
+  assert not np.array_equal(out, augment.random_resized_crop_batch(
       images, np.random.default_rng(8), size=5))
-  gray = preprocess.random_resized_crop_batch(
+  gray = augment.random_resized_crop_batch(
       images[..., :1], np.random.default_rng(7), size=5)
   chex.assert_shape(gray, (6, 5, 5, 1))
 
@@ -342,7 +344,7 @@ def _decoded(root, split):
   for i in split.indices:
     with open(os.path.join(root, layout.splits['train'][i][0]), 'rb') as f:
       out.append(preprocess.convert_channels(
-          folder_lib.decode_image(f.read()), 3))
+          decode.decode_image(f.read()), 3))
   return out
 
 
@@ -355,7 +357,7 @@ def test_png_modes_all_become_rgb_uint8(photos, tmp_path):
       with Image.open(file) as image:
         modes.add(image.mode)
       with open(file, 'rb') as f:
-        decoded = folder_lib.decode_image(f.read(), file)
+        decoded = decode.decode_image(f.read(), file)
       rgb = preprocess.convert_channels(decoded, 3)
       assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[-1] == 3
   assert expected_modes <= modes
@@ -365,19 +367,19 @@ def test_png_modes_all_become_rgb_uint8(photos, tmp_path):
   path = str(tmp_path / 'gray16.png')
   _write_png16(path, gray16)
   with open(path, 'rb') as f:
-    out = preprocess.convert_channels(folder_lib.decode_image(f.read()), 3)
+    out = preprocess.convert_channels(decode.decode_image(f.read()), 3)
   np.testing.assert_array_equal(out[..., 0], [[0, 3, 18, 255]])
   np.testing.assert_array_equal(out[..., 0], out[..., 2])
   _write_png16(path, np.repeat(gray16[..., None], 3, -1) // [1, 2, 4])
   with open(path, 'rb') as f:
-    out = folder_lib.decode_image(f.read())
+    out = decode.decode_image(f.read())
   np.testing.assert_array_equal(
       out[0], [[0, 0, 0], [3, 1, 0], [18, 9, 4], [255, 127, 63]])
   # Palette with transparency, read from bytes as a folder would.
   image = _palette_image((2, 3))
   image.info['transparency'] = 0
   image.save(buf, 'PNG')
-  out = folder_lib.decode_image(buf.getvalue())
+  out = decode.decode_image(buf.getvalue())
   np.testing.assert_array_equal(out[0, :2], [[200, 10, 30], [5, 250, 100]])
 
 
@@ -442,7 +444,7 @@ def test_random_resized_crops_are_fixed_by_seed_and_position(photo_task):
                                      pipeline._stream_id(split), True)
   for i in (0, 5):
     rng = np.random.default_rng([3, pipeline._stream_id(split), 2, i])
-    crops = preprocess.random_resized_crop_batch(
+    crops = augment.random_resized_crop_batch(
         split.get(positions[i])['image'], rng, size=8)
     np.testing.assert_array_equal(a[i]['image'],
                                   preprocess.normalize(crops, 'imagenet'))
@@ -515,8 +517,8 @@ def test_default_batches_are_todays(tmp_path_factory, tfds_dir):
   for i in range(3):
     # The formula of the pipeline before these options existed.
     rng = np.random.default_rng([2, pipeline._stream_id(split), 1, i])
-    images = preprocess.augment_batch(split.get(positions[i])['image'], rng,
-                                      crop_padding=4)
+    images = augment.augment_batch(split.get(positions[i])['image'], rng,
+                                   crop_padding=4)
     batch = next(it)
     np.testing.assert_array_equal(batch['image'],
                                   preprocess.to_float(images))

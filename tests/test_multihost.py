@@ -23,8 +23,8 @@ import pytest
 from conftest_data import small_idx_task, tfds_dir  # pylint: disable=unused-import
 from l2tl_jax import data
 from l2tl_jax import distributed
+from l2tl_jax.data import augment
 from l2tl_jax.data import pipeline
-from l2tl_jax.data import preprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tests", "multihost_script.py")
@@ -335,7 +335,7 @@ def test_process_rows_of_eval_batches_count_every_example_once(task,
 def test_random_resized_crop_rows_are_those_of_the_whole_batch(channels):
   images = np.random.default_rng(0).integers(0, 256, (8, 20, 30, channels),
                                              np.uint8)
-  whole = preprocess.random_resized_crop_batch(
+  whole = augment.random_resized_crop_batch(
       images, np.random.default_rng(5), size=8)
   for rows in (slice(0, 4), slice(4, 8), slice(2, 4)):
     # pylint: disable-next=protected-access

@@ -45,15 +45,14 @@ from l2tl_jax.data.config import (
 from l2tl_jax.data.errors import DataError
 from l2tl_jax.data.parse import DataSpec, data_spec
 from l2tl_jax.data.pipeline import (
-    DevicePrefetchIterator,
     JointIterator,
     TrainIterator,
     eval_batches,
     joint_iterator,
     num_eval_batches,
-    prefetch_to_device,
     train_iterator,
 )
+from l2tl_jax.data.prefetch import DevicePrefetchIterator, prefetch_to_device
 from l2tl_jax.data.preprocess import ImageSpec
 from l2tl_jax.data.registry import open_dataset
 from l2tl_jax.data.sharding import (

@@ -7,7 +7,7 @@
   one builder config per directory and content fingerprint.
 - `image_folder`: a folder of class subfolders; the encoded image files are
   stored as they are (bytes) and decoded with PIL when read (as PNG, JPEG,
-  BMP, GIF, WebP or TIFF only; see folder.decode_image), so images of any
+  BMP, GIF, WebP or TIFF only; see decode.decode_image), so images of any
   size survive untouched. One config per root and content fingerprint.
 
 All keep the examples in file order (no TFDS shuffling), so "file order"

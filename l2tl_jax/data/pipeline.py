@@ -12,11 +12,10 @@ everywhere, and augmentation draws for the whole global batch, so the rows
 of all processes together are the single-process batch.
 Splits held in memory are gathered in the calling thread (threads only add
 GIL contention at these sizes); splits read per record decode in a pool of
-grain threads.
+grain threads. Placing batches on the devices ahead of use is prefetch.py's.
 """
 
 import functools
-import queue
 import sys
 import threading
 import zlib
@@ -25,8 +24,8 @@ from typing import Any, Iterator, Mapping
 import grain
 import numpy as np
 
+from l2tl_jax.data import augment as augment_lib
 from l2tl_jax.data import preprocess
-from l2tl_jax.data import sharding
 from l2tl_jax.data.errors import DataError
 from l2tl_jax.data.splits import Split
 
@@ -126,11 +125,11 @@ def _process_rows(batch_size: int, process_index: int,
 def _random_resized_crop_rows(images: np.ndarray, rng: np.random.Generator,
                               *, size: int, total: int,
                               rows: slice) -> np.ndarray:
-  """Rows `rows` of preprocess.random_resized_crop_batch over a batch of
+  """Rows `rows` of augment.random_resized_crop_batch over a batch of
   `total` rows whose rows `rows` are `images`: the same draws (windows, then
   flips, for all `total` rows), applied to these rows only."""
   _, h, w, c = images.shape
-  windows = preprocess.random_resized_crop_params(rng, total, h, w)[rows]
+  windows = augment_lib.random_resized_crop_params(rng, total, h, w)[rows]
   flip = (rng.random(size=total) < 0.5)[rows]
   out = np.empty((len(images), size, size, c), np.uint8)
   for k, (top, left, crop_h, crop_w) in enumerate(windows):
@@ -151,7 +150,7 @@ def _train_batch(index: int, positions: np.ndarray, *, split: Split,
   if augment and split.train_crop == 'random_resized_crop':
     rng = np.random.default_rng([seed, _stream_id(split), _RRC_DRAWS, index])
     if rows is None:
-      images = preprocess.random_resized_crop_batch(
+      images = augment_lib.random_resized_crop_batch(
           images, rng, size=split.image_shape[0])
     else:
       images = _random_resized_crop_rows(
@@ -162,14 +161,14 @@ def _train_batch(index: int, positions: np.ndarray, *, split: Split,
       rng = np.random.default_rng(
           [seed, _stream_id(split), _PAD_FLIP_DRAWS, index])
       if rows is None:
-        images = preprocess.augment_batch(images, rng,
-                                          crop_padding=split.crop_padding)
+        images = augment_lib.augment_batch(images, rng,
+                                           crop_padding=split.crop_padding)
       else:
         # The whole batch's draws; the other rows' (cheap) crops of zeros
         # are dropped.
         full = np.zeros((total, *images.shape[1:]), images.dtype)
         full[rows] = images
-        images = preprocess.augment_batch(
+        images = augment_lib.augment_batch(
             full, rng, crop_padding=split.crop_padding)[rows]
   return {'image': preprocess.normalize(images, split.normalization),
           'label': batch['label']}
@@ -406,93 +405,3 @@ def eval_batches(split: Split, *, batch_size: int,
     yield from it
   finally:
     it.close()
-
-
-class DevicePrefetchIterator:
-  """Places batches of a resumable iterator on devices ahead of use.
-
-  A background thread pulls host batches, places them with shard_batch and
-  keeps up to `size` of them ready. get_state() is the state right after the
-  last batch handed out, so resuming from it continues with the first batch
-  the consumer has not seen (batches still in the buffer are recomputed).
-  """
-
-  def __init__(self, iterator: Any, mesh_or_sharding: Any = None, *,
-               size: int = 2):
-    if size < 1:
-      raise DataError(f'Prefetch size must be positive, got {size}.')
-    self._inner = iterator
-    self._placement = mesh_or_sharding
-    self._size = size
-    self._state = iterator.get_state()
-    self._start()
-
-  def _start(self) -> None:
-    self._queue: queue.Queue = queue.Queue(maxsize=self._size)
-    self._stop = threading.Event()
-    self._thread = threading.Thread(target=self._produce, daemon=True)
-    self._thread.start()
-
-  def _put(self, item) -> None:
-    while not self._stop.is_set():
-      try:
-        self._queue.put(item, timeout=0.05)
-        return
-      except queue.Full:
-        continue
-
-  def _produce(self) -> None:
-    try:
-      while not self._stop.is_set():
-        batch = next(self._inner)
-        state = self._inner.get_state()
-        self._put((sharding.shard_batch(batch, self._placement), state, None))
-    except BaseException as e:  # Re-raised in the consumer's thread.
-      self._put((None, None, e))
-
-  def _shutdown(self) -> None:
-    self._stop.set()
-    self._thread.join()
-
-  def __iter__(self) -> 'DevicePrefetchIterator':
-    return self
-
-  def __next__(self) -> Any:
-    batch, state, error = self._queue.get()
-    if error is not None:
-      self._queue.put((None, None, error))  # Keep failing on later calls.
-      raise error
-    self._state = state
-    return batch
-
-  def get_state(self) -> dict[str, Any]:
-    """State of the wrapped iterator after the last batch handed out."""
-    return self._state
-
-  def set_state(self, state: Mapping[str, Any]) -> None:
-    """Restores the wrapped iterator and refills the buffer from there."""
-    self._shutdown()
-    self._inner.set_state(state)
-    self._state = self._inner.get_state()
-    self._start()
-
-  def close(self) -> None:
-    self._shutdown()
-    self._inner.close()
-
-
-def prefetch_to_device(iterator: Any, mesh_or_sharding: Any = None, *,
-                       size: int = 2) -> DevicePrefetchIterator:
-  """Wraps a Train/JointIterator so batches arrive already on the devices.
-
-  Args:
-    iterator: an iterator with get_state()/set_state() (TrainIterator,
-      JointIterator).
-    mesh_or_sharding: as in shard_batch.
-    size: batches placed ahead.
-
-  Returns:
-    A DevicePrefetchIterator yielding the iterator's batches as jax.Arrays,
-    with the same get_state()/set_state().
-  """
-  return DevicePrefetchIterator(iterator, mesh_or_sharding, size=size)

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
-from l2tl_jax.data import folder as folder_lib
+from l2tl_jax.data import decode as decode_lib
 from l2tl_jax.data import preprocess
 from l2tl_jax.data.errors import DataError
 
@@ -90,7 +90,7 @@ class Dataset:
       where: names the record in error messages.
     """
     if self.encoded:
-      return folder_lib.decode_image(bytes(value), where)
+      return decode_lib.decode_image(bytes(value), where)
     image = np.asarray(value)
     if image.ndim == 2:
       image = image[..., None]
