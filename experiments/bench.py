@@ -60,6 +60,7 @@ from l2tl_jax import optim
 from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
+from l2tl_jax import synthetic
 
 _STEPS = flags.DEFINE_integer("steps", 300, "Timed steps per measurement.",
                               lower_bound=1)
@@ -98,10 +99,28 @@ flags.register_multi_flags_validator(
     "--pool=flax or fast needs an encoder with a choice of max pool "
     "(pool_choice: lenet)")
 
-TGT_BATCH, SRC_OVERSAMPLE, VAL_BATCH = 8, 2, 32
+# The default config's target batch (config.train.batch_size) and its
+# modes' validation batch (config.l2tl.val_batch_size); the source batch
+# follows each step's options (`L2TLOptions.joint_batch_sizes`).
+TGT_BATCH, VAL_BATCH = 8, 32
 NUM_SRC, NUM_TGT, IMAGE = 10, 5, (32, 32, 1)
-L2TL_BATCHES = (f"{SRC_OVERSAMPLE * TGT_BATCH}->{TGT_BATCH} src + "
-                f"{TGT_BATCH} tgt + {VAL_BATCH} val")
+
+
+def l2tl_batch_sizes(**options) -> dict[str, int]:
+  """The L2TL step's batch sizes under `L2TLOptions(**options)`, as the
+  runs read them at TGT_BATCH and VAL_BATCH."""
+  return steps.L2TLOptions(**options).joint_batch_sizes(TGT_BATCH, VAL_BATCH)
+
+
+def l2tl_batches(**options) -> str:
+  """The table's batch column of an L2TL step: 'S->K src + T tgt + V val'
+  (S source examples of which K are kept)."""
+  sizes = l2tl_batch_sizes(**options)
+  return (f"{sizes['src']}->{sizes['tgt']} src + {sizes['tgt']} tgt + "
+          f"{sizes['val']} val")
+
+
+L2TL_BATCHES = l2tl_batches()
 
 
 class Setup(NamedTuple):
@@ -123,26 +142,30 @@ class StepKind:
   slow: bool = False
 
 
+def _l2tl_kind(name: str, *, slow: bool = False, **options) -> StepKind:
+  """An L2TL row: the step under `L2TLOptions(**options)`, at its batches."""
+  return StepKind(f"l2tl {name}", l2tl_batches(**options), "l2tl",
+                  tuple(options.items()), slow=slow)
+
+
 STEP_KINDS = (
     StepKind("pretrain", "128 src", "pretrain", slow=True),
     StepKind("finetune", f"{TGT_BATCH} tgt", "finetune"),
-    StepKind("l2tl reinforce", L2TL_BATCHES, "l2tl"),
-    StepKind("l2tl reinforce, 4 samples (leave-one-out)", L2TL_BATCHES,
-             "l2tl", (("num_samples", 4),), slow=True),
-    StepKind("l2tl meta_gradient", L2TL_BATCHES, "l2tl",
-             (("estimator", "meta_gradient"),), slow=True),
+    _l2tl_kind("reinforce"),
+    _l2tl_kind("reinforce, 4 samples (leave-one-out)", slow=True,
+               num_samples=4),
+    _l2tl_kind("meta_gradient", slow=True, estimator="meta_gradient"),
 ) + tuple(
-    StepKind(f"l2tl {name}", L2TL_BATCHES, "l2tl", (
-        ("estimator", estimator), ("fixed_alpha", 1.0),
-        ("src_normalization", "mean"), *extra))
+    _l2tl_kind(name, estimator=estimator, fixed_alpha=1.0,
+               src_normalization="mean", **extra)
     for name, estimator, extra in (
-        ("alignment_ema (last 2 layers)", "alignment_ema", ()),
-        ("alignment_ema (exact)", "alignment_ema", (("score_layers", 0),)),
+        ("alignment_ema (last 2 layers)", "alignment_ema", {}),
+        ("alignment_ema (exact)", "alignment_ema", {"score_layers": 0}),
         ("alignment_ema (last 2 layers, every 4th step)", "alignment_ema",
-         (("score_every", 4),)),
+         {"score_every": 4}),
         ("alignment_reinforce", "alignment_reinforce",
-         (("class_weight_scale", 50.0),)),
-        ("l2rw", "l2rw", ()),
+         {"class_weight_scale": 50.0}),
+        ("l2rw", "l2rw", {}),
     ))
 # The alignment rows, compared with the REINFORCE step in the same run.
 ALIGNMENT_KINDS = tuple(k.name for k in STEP_KINDS
@@ -161,13 +184,6 @@ class StepCost:
   @property
   def gflops_per_s(self) -> float:
     return self.steps_per_s * self.flops / 1e9
-
-
-def _batch(rs, n, classes):
-  return {
-      "image": rs.rand(n, *IMAGE).astype(np.float32),
-      "label": rs.randint(0, classes, n).astype(np.int32),
-  }
 
 
 def _pretrain_config(encoder: str, encoder_kwargs: dict[str, Any]):
@@ -216,7 +232,7 @@ def setup(kind: str, *, encoder: str,
     raise ValueError(f"Unknown step kind {kind!r}.")
   encoder_kwargs = step_encoder_kwargs(kind, encoder, encoder_kwargs, pool,
                                        options.get("estimator"))
-  rs = np.random.RandomState(0)
+  rng = np.random.default_rng(0)
   par = parallel.Parallelism()
   if kind == "pretrain":
     config = _pretrain_config(encoder, encoder_kwargs)
@@ -226,7 +242,8 @@ def setup(kind: str, *, encoder: str,
       parts = build.source_stage(config, shapes, par=par)
       return parts.state, parts.train_step
 
-    batch = _batch(rs, config.pretrain.batch_size, NUM_SRC)
+    batch = synthetic.examples(rng, config.pretrain.batch_size,
+                               image_shape=IMAGE, classes=NUM_SRC)
     return Setup(make_pretrain, make_pretrain()[0], jax.device_put(batch))
   model = models.make_model(
       encoder, num_src_classes=0 if kind == "finetune" else NUM_SRC,
@@ -244,7 +261,8 @@ def setup(kind: str, *, encoder: str,
     make = lambda: build.supervised_parts(
         head="tgt", tx=optim.momentum_sgd(0.005), weight_decay=5e-4,
         decay_set="kernels", **fresh())
-    batch = _batch(rs, TGT_BATCH, NUM_TGT)
+    batch = synthetic.examples(rng, TGT_BATCH, image_shape=IMAGE,
+                               classes=NUM_TGT)
   else:
     opts = steps.L2TLOptions(**options)
     policy_parts = {}
@@ -255,12 +273,9 @@ def setup(kind: str, *, encoder: str,
               num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100))
     make = lambda: build.joint_parts(
         options=opts, tx=optim.momentum_sgd(0.005), **policy_parts, **fresh())
-    n = opts.inner_steps
-    batch = {
-        "src": _batch(rs, n * SRC_OVERSAMPLE * TGT_BATCH, NUM_SRC),
-        "tgt": _batch(rs, n * TGT_BATCH, NUM_TGT),
-        "val": _batch(rs, VAL_BATCH, NUM_TGT),
-    }
+    batch = synthetic.joint_batch(
+        rng, opts.joint_batch_sizes(TGT_BATCH, VAL_BATCH), image_shape=IMAGE,
+        num_src_classes=NUM_SRC, num_tgt_classes=NUM_TGT)
   return Setup(make, make()[0], jax.device_put(batch))
 
 
@@ -323,10 +338,11 @@ def main(argv):
                         pool=pool)
   l2tl, finetune = costs["l2tl reinforce"], costs["finetune"]
   measured, flops_ratio = cost_ratio(costs, "l2tl reinforce")
-  ideal = (3 * 2 * TGT_BATCH + VAL_BATCH) / (3 * TGT_BATCH)
-  print(f"encoder: {_ENCODER.value} (max pool: {pool}); batches: target {TGT_BATCH}, "
-        f"source "
-        f"{SRC_OVERSAMPLE * TGT_BATCH} -> {TGT_BATCH}, validation {VAL_BATCH}")
+  sizes = l2tl_batch_sizes()
+  ideal = (3 * 2 * sizes["tgt"] + sizes["val"]) / (3 * sizes["tgt"])
+  print(f"encoder: {_ENCODER.value} (max pool: {pool}); batches: target "
+        f"{sizes['tgt']}, source {sizes['src']} -> {sizes['tgt']}, "
+        f"validation {sizes['val']}")
   print(f"l2tl outer steps/s: {l2tl.steps_per_s:.1f}")
   print(f"finetune steps/s: {finetune.steps_per_s:.1f}")
   print(f"XLA flop ratio l2tl/finetune: {flops_ratio:.2f}")

@@ -4,16 +4,19 @@ r"""Device throughput of the fine-tuning and L2TL steps on synthetic batches.
       [--dtypes=float32,bfloat16] [--batch=32] [--steps=20]
 
 For each dtype: the fine-tuning step (target batch B) and the L2TL step
-with each estimator (REINFORCE: source 2B -> B kept + target B + validation
-2B; meta-gradient), timed on the default device after compilation. Prints
-images/s (train images per second: B for fine-tuning, 2B for L2TL), step
-time, XLA's FLOP count of the compiled step, achieved TFLOP/s, the chip's
-peak measured in the same run with a large matmul in that dtype, MFU, the
-memory XLA plans for the step (arguments + temporaries), and each L2TL
-step's time over the fine-tuning step's next to the work-proportional ideal
-(REINFORCE: (3 * 2B + V) / (3B), forward+backward = 3 forwards; the
-meta-gradient: its XLA FLOP ratio). --batch=0 searches the largest
-power-of-two batch whose steps compile and run (accelerators).
+with each estimator (REINFORCE, meta-gradient) at the batches the runs of
+experiments/configs/imagenet_pets.py read (`L2TLOptions.joint_batch_sizes`:
+source 2B -> B kept + target B + validation B, the config.l2tl.val_batch_size
+that experiments/configs/paper.py sets), timed on the default device after
+compilation. Prints images/s (train images per second: B for fine-tuning,
+2B for L2TL), step time, XLA's FLOP count of the compiled step, achieved
+TFLOP/s, the chip's peak measured in the same run with a large matmul in
+that dtype, MFU, the memory XLA plans for the step (arguments +
+temporaries), and each L2TL step's time over the fine-tuning step's next to
+the work-proportional ideal (REINFORCE: (3 * 2B + B) / (3B) = 2.33,
+forward+backward = 3 forwards; the meta-gradient: its XLA FLOP ratio).
+--batch=0 searches the largest power-of-two batch whose steps compile and
+run (accelerators).
 On a CPU it runs at small sizes too (the tests use 32 px).
 """
 
@@ -35,6 +38,7 @@ from l2tl_jax import optim
 from l2tl_jax import parallel
 from l2tl_jax import policy
 from l2tl_jax import steps
+from l2tl_jax import synthetic
 
 # Its own flag set: importable beside experiments.bench, whose flags share
 # names (--encoder, --steps, --repeats).
@@ -70,9 +74,18 @@ ESTIMATORS = {"reinforce": {}, "meta_gradient": {
     "estimator": "meta_gradient", "src_normalization": "mean"}}
 
 
-def _batch(rs, n, classes, size):
-  return {"image": rs.rand(n, size, size, 3).astype(np.float32),
-          "label": rs.randint(0, classes, n).astype(np.int32)}
+def val_batch_size(batch: int) -> int:
+  """The validation batch of the runs at target batch `batch`: the batch
+  itself, as experiments/configs/paper.py sets config.l2tl.val_batch_size
+  for the ImageNet targets (tests/test_synthetic.py holds the two equal)."""
+  return batch
+
+
+def joint_batch_sizes(kind: str, batch: int) -> dict[str, int]:
+  """The L2TL step's batch sizes of estimator `kind` at target batch
+  `batch`, by the runs' rule (`L2TLOptions.joint_batch_sizes`)."""
+  return steps.L2TLOptions(**ESTIMATORS[kind]).joint_batch_sizes(
+      batch, val_batch_size(batch))
 
 
 def make_parts(kind: str, *, encoder: str, dtype: str, size: int, batch: int,
@@ -89,20 +102,22 @@ def make_parts(kind: str, *, encoder: str, dtype: str, size: int, batch: int,
   common = dict(model=model, tx=optim.momentum_sgd(0.01), params=params,
                 model_state=model_state, rng=jax.random.key(0),
                 par=parallel.Parallelism())
-  rs = np.random.RandomState(0)
+  rng = np.random.default_rng(0)
+  image_shape = (size, size, 3)
   if not joint:
     state, step = build.supervised_parts(head="tgt", weight_decay=1e-4,
                                          decay_set="kernels", **common)
-    return step, state, jax.device_put(_batch(rs, batch, NUM_TGT, size))
+    return step, state, jax.device_put(synthetic.examples(
+        rng, batch, image_shape=image_shape, classes=NUM_TGT))
   state, step = build.joint_parts(
       options=steps.L2TLOptions(**ESTIMATORS[kind]),
       policy_tx=optim.adam(0.01),
       policy_params=policy.init_policy_params(
           num_src_classes=NUM_SRC, num_levels=100, num_alpha_levels=100),
       **common)
-  examples = {"src": _batch(rs, 2 * batch, NUM_SRC, size),
-              "tgt": _batch(rs, batch, NUM_TGT, size),
-              "val": _batch(rs, 2 * batch, NUM_TGT, size)}
+  examples = synthetic.joint_batch(
+      rng, joint_batch_sizes(kind, batch), image_shape=image_shape,
+      num_src_classes=NUM_SRC, num_tgt_classes=NUM_TGT)
   return step, state, jax.device_put(examples)
 
 
@@ -159,8 +174,11 @@ def report(dtype: str, results: dict[str, dict[str, float]], peak: float,
             f" {r['memory_bytes'] / 2**30:.2f} GiB")
     if kind != "finetune":
       ratio = r["step_s"] / base["step_s"]
-      ideal = ((3 * 2 * batch + 2 * batch) / (3 * batch)
-               if kind == "reinforce" else r["flops"] / base["flops"])
+      if kind == "reinforce":
+        sizes = joint_batch_sizes(kind, batch)
+        ideal = (3 * 2 * sizes["tgt"] + sizes["val"]) / (3 * sizes["tgt"])
+      else:
+        ideal = r["flops"] / base["flops"]
       line += f"; time / finetune {ratio:.2f} (ideal {ideal:.2f})"
     lines.append(line)
   return lines

@@ -46,6 +46,7 @@ from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import parallel
 from l2tl_jax import plots
+from l2tl_jax import synthetic
 from l2tl_jax import train
 from l2tl_jax import validation
 
@@ -359,22 +360,17 @@ def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
       par=parallel.Parallelism(),
       class_weights=build.fixed_class_weights(
           method, shapes, datl, config.l2tl.get("fixed_class_weights")))
-  rs = np.random.RandomState(0)
-
-  def batch(n, classes):
-    return {"image": rs.rand(n, *shapes.image_shape).astype(np.float32),
-            "label": rs.randint(0, classes, n).astype(np.int32)}
-
+  rng = np.random.default_rng(0)
   b = config.train.batch_size
   if method.joint:
-    n = parts.options.inner_steps
-    examples = {
-        "src": batch(n * parts.options.src_oversample * b,
-                     shapes.num_src_classes),
-        "tgt": batch(n * b, shapes.num_tgt_classes),
-        "val": batch(config.l2tl.val_batch_size, shapes.num_tgt_classes)}
+    examples = synthetic.joint_batch(
+        rng, parts.options.joint_batch_sizes(b, config.l2tl.val_batch_size),
+        image_shape=shapes.image_shape,
+        num_src_classes=shapes.num_src_classes,
+        num_tgt_classes=shapes.num_tgt_classes)
   else:
-    examples = batch(b, shapes.num_tgt_classes)
+    examples = synthetic.examples(rng, b, image_shape=shapes.image_shape,
+                                  classes=shapes.num_tgt_classes)
   return timing.steps_per_second(parts.train_step, parts.state,
                                  jax.device_put(examples),
                                  num_steps=num_steps)

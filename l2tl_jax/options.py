@@ -206,6 +206,27 @@ class L2TLOptions:
   def has_policy(self) -> bool:
     return self.learns_classes or self.learns_alpha
 
+  def joint_batch_sizes(self, batch_size: int,
+                        val_batch_size: int) -> dict[str, int]:
+    """Examples per outer step of each joint stream, as the runs read them.
+
+    Args:
+      batch_size: B, config.train.batch_size (kept source and target
+        examples per model step).
+      val_batch_size: config.l2tl.val_batch_size (the reward batch).
+
+    Returns:
+      {'src': inner_steps * src_oversample * B, 'tgt': inner_steps * B,
+       'val': val_batch_size}: the batch the L2TL step takes
+      (`steps.make_l2tl_step`; the N inner steps split 'src' and 'tgt').
+    """
+    if batch_size < 1 or val_batch_size < 1:
+      raise ValueError(
+          f"batch_size and val_batch_size must be >= 1, got {batch_size} and "
+          f"{val_batch_size}.")
+    n = self.inner_steps
+    return {"src": n * self.src_oversample * batch_size,
+            "tgt": n * batch_size, "val": val_batch_size}
 
   @classmethod
   def from_config(

@@ -75,3 +75,13 @@ def test_the_max_pool_follows_how_the_runs_build_each_step(
   assert bench.step_encoder_kwargs(kind, "lenet", {"fast_pool": False}, pool,
                                    estimator) == {"fast_pool": False}
   assert bench.step_encoder_kwargs(kind, "mlp", None, pool, estimator) == {}
+
+
+def test_l2tl_batches_follow_the_options_as_the_runs_read_them():
+  assert bench.L2TL_BATCHES == "16->8 src + 8 tgt + 32 val"
+  assert (bench.l2tl_batches(src_oversample=3, inner_steps=2)
+          == "48->16 src + 16 tgt + 32 val")
+  s = bench.setup("l2tl", encoder="mlp", src_oversample=3, inner_steps=2)
+  sizes = {name: len(s.batch[name]["label"]) for name in ("src", "tgt", "val")}
+  assert sizes == {"src": 48, "tgt": 16, "val": 32}
+  assert s.batch["src"]["image"].shape[1:] == bench.IMAGE

@@ -349,3 +349,33 @@ def test_run_study_end_to_end(tmp_path):
   assert "gap closed (to oracle_up)" in markdown
   for name in names:
     assert f"| {name} |" in markdown
+
+
+@pytest.mark.parametrize("method,want", [
+    ("finetune", {"tgt": 4}),
+    # Source N * M * B = 2 * 3 * 4, target N * B, the validation batch.
+    ("l2tl", {"src": 24, "tgt": 8, "val": 6}),
+])
+def test_step_rate_times_the_batches_of_the_run(monkeypatch, method, want):
+  config = train.resolve_config(tiny.get_config())
+  config.method = method
+  config.update_from_flattened_dict({
+      "train.batch_size": 4, "l2tl.val_batch_size": 6, "l2tl.inner_steps": 2,
+      "l2tl.src_oversample": 3, "l2tl.estimator": "reinforce",
+      "l2tl.fixed_alpha": None})
+  seen = {}
+
+  def steps_per_second(step, state, batch, num_steps):
+    del step, state, num_steps
+    seen.update(batch if "src" in batch else {"tgt": batch})
+    return 1.0
+
+  monkeypatch.setattr(study.timing, "steps_per_second", steps_per_second)
+  task = {"image_shape": (8, 8, 1), "src_class_names": list("abcdefghij"),
+          "tgt_class_names": list("vwxyz")}
+  assert study.step_rate(config, task, num_steps=1) == 1.0
+  assert {k: len(v["label"]) for k, v in seen.items()} == want
+  for name, b in seen.items():
+    chex.assert_shape(b["image"], (want[name], 8, 8, 1))
+    classes = 10 if name == "src" else 5
+    assert 0 <= int(b["label"].min()) and int(b["label"].max()) < classes
