@@ -361,8 +361,7 @@ def test_step_rate_times_the_batches_of_the_run(monkeypatch, method, want):
   config.method = method
   config.update_from_flattened_dict({
       "train.batch_size": 4, "l2tl.val_batch_size": 6, "l2tl.inner_steps": 2,
-      "l2tl.src_oversample": 3, "l2tl.estimator": "reinforce",
-      "l2tl.fixed_alpha": None})
+      "l2tl.src_oversample": 3, "l2tl.estimator": "reinforce"})
   seen = {}
 
   def steps_per_second(step, state, batch, num_steps):
