@@ -46,7 +46,7 @@ from l2tl_jax import models
 from l2tl_jax import outer
 from l2tl_jax import parallel
 from l2tl_jax import run as run_lib
-from l2tl_jax import train
+from l2tl_jax import spec as spec_lib
 
 
 
@@ -94,13 +94,14 @@ def per_class_table(grads_dot: np.ndarray, norms: np.ndarray,
 def diagnose(config, pretrain_dir: str, score_layers: int,
              batch_size: int) -> tuple[list[str], dict[str, np.ndarray]]:
   """(source class names, per_class_table) at the start of the target stage."""
-  config = train.resolve_config(config)
+  config = config.copy_and_resolve_references()
   config.method = "joint_uniform"
   config.pretrain_cache_dir = os.path.abspath(pretrain_dir)
-  task = data.build_task(config.data)
+  spec = spec_lib.from_config(config)
+  task = data.build_task(spec.data)
   par = parallel.Parallelism()
   with tempfile.TemporaryDirectory() as workdir:
-    run = run_lib.Run(config, task, workdir, par)
+    run = run_lib.Run(spec, task, workdir, par)
     state = run.host_state()
   params, model_state, model = state.params, state.model_state, run.model
   encoder = params["encoder"]

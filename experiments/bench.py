@@ -59,6 +59,7 @@ from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import parallel
 from l2tl_jax import policy
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
 from l2tl_jax import synthetic
 
@@ -235,14 +236,14 @@ def setup(kind: str, *, encoder: str,
   rng = np.random.default_rng(0)
   par = parallel.Parallelism()
   if kind == "pretrain":
-    config = _pretrain_config(encoder, encoder_kwargs)
+    spec = spec_lib.from_config(_pretrain_config(encoder, encoder_kwargs))
     shapes = build.Shapes(IMAGE, NUM_SRC, NUM_TGT)
 
     def make_pretrain():
-      parts = build.source_stage(config, shapes, par=par)
+      parts = build.source_stage(spec, shapes, par=par)
       return parts.state, parts.train_step
 
-    batch = synthetic.examples(rng, config.pretrain.batch_size,
+    batch = synthetic.examples(rng, spec.pretrain.batch_size,
                                image_shape=IMAGE, classes=NUM_SRC)
     return Setup(make_pretrain, make_pretrain()[0], jax.device_put(batch))
   model = models.make_model(

@@ -42,8 +42,7 @@ from experiments import runner
 from l2tl_jax import checkpointing
 from l2tl_jax import methods as methods_lib
 from l2tl_jax import plots_comparison
-from l2tl_jax import train
-from l2tl_jax import validation
+from l2tl_jax import spec as spec_lib
 
 DEFAULT_METHODS = ("scratch", "finetune", "joint_uniform", "datl", "l2tl")
 SWEEP_METHODS = ("finetune", "l2tl")
@@ -95,7 +94,7 @@ def check_arguments(
     raise ValueError(f"The number of seeds must be >= 1, got {seeds}.")
   if config.data.target_test_split is None:
     raise ValueError("A comparison needs config.data.target_test_split.")
-  validation.check_l2tl_mode(config, train.L2TL_MODES)
+  spec_lib.check_mode(config)
   if target_per_class is not None and (
       not target_per_class or min(target_per_class) < 1):
     raise ValueError(
@@ -106,7 +105,7 @@ def _check_plan(plan) -> None:
   """Every run's config checked before the first run starts
   (validation.ConfigError)."""
   for config, _ in plan:
-    validation.check_config(config, l2tl_modes=train.L2TL_MODES)
+    spec_lib.from_config(config)
 
 
 def _by_method(plan, results):
@@ -152,7 +151,7 @@ def run_comparison(
   """
   check_arguments(config, seeds=seeds, methods=methods,
                   target_per_class=target_per_class)
-  config = train.resolve_config(config)
+  config = spec_lib.resolve_config(config)
   workdir = os.path.abspath(workdir)
   pretrain_dir = runner.pretrain_dir(config, workdir)
   plan = [
@@ -221,7 +220,7 @@ def run_target_size_sweep(
   """
   check_arguments(config, seeds=seeds, methods=methods,
                   target_per_class=target_per_class)
-  config = train.resolve_config(config)
+  config = spec_lib.resolve_config(config)
   sizes = sorted({int(k) for k in target_per_class})
   workdir = os.path.abspath(workdir)
   pretrain_dir = runner.pretrain_dir(config, workdir)

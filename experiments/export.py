@@ -64,7 +64,7 @@ _TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50")
 
 def how_to_load(run: predict.Run, paths: dict[str, str], fmt: str) -> str:
   """One line saying how the written model is read back."""
-  encoder = run.config.model.encoder
+  encoder = run.model_spec.encoder
   model = paths["model"]
   if fmt == "orbax":
     return (f"load: l2tl_jax.weights.load({model!r}), or train from it with "
@@ -104,9 +104,9 @@ def run_export(workdir: str, *, fmt: str = "safetensors",
   for note in run.notes:
     warn(note)
   paths = export.export_run(run, out_dir, fmt=fmt, overwrite=overwrite)
-  kind = "orbax" if fmt == "orbax" else export.layout(run.config.model.encoder)
+  kind = "orbax" if fmt == "orbax" else export.layout(run.model_spec.encoder)
   emit(f"exported the {run.params} params of {run.workdir} (step {run.step}, "
-       f"{run.config.model.encoder}, {run.num_classes} classes) in the "
+       f"{run.model_spec.encoder}, {run.num_classes} classes) in the "
        f"{kind} layout:")
   for path in paths.values():
     emit(f"  {path}")

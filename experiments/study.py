@@ -42,12 +42,11 @@ from experiments import timing
 from l2tl_jax import build
 from l2tl_jax import checkpointing
 from l2tl_jax import data
-from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import parallel
 from l2tl_jax import plots
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import synthetic
-from l2tl_jax import train
 from l2tl_jax import validation
 
 
@@ -325,7 +324,7 @@ def variant_config(
       out.eval.every_steps = max(1, out.eval.every_steps // n)
     out.log_every_steps = max(1, out.log_every_steps // n)
     out.checkpoint_every_steps = max(1, out.checkpoint_every_steps // n)
-  return train.resolve_config(out)
+  return spec_lib.resolve_config(out)
 
 
 # Kept under its old name: the study's weight rank correlation.
@@ -344,32 +343,33 @@ def step_rate(config: ml_collections.ConfigDict, task: dict[str, Any],
   Returns:
     Steps (L2TL: outer steps) per second on the default device.
   """
-  method = methods.get(config.method)
+  spec = spec_lib.from_config(config)
+  method = spec.method
   shapes = build.Shapes(tuple(task["image_shape"]),
                         len(task["src_class_names"]),
                         len(task["tgt_class_names"]))
-  model = build.make_model(config, heads=method.heads, shapes=shapes)
+  model = build.make_model(spec.model, heads=method.heads, shapes=shapes)
   params, model_state = models.init_variables(model, jax.random.key(0),
                                               shapes.image_shape)
   # DATL's weights come from the pre-trained classifier; any fixed weights
   # cost the same step.
   datl = np.ones(shapes.num_src_classes)
   parts = build.target_stage(
-      config, method=method, model=model, params=params,
+      spec, model=model, params=params,
       model_state=model_state, rng=jax.random.key(0),
       par=parallel.Parallelism(),
       class_weights=build.fixed_class_weights(
-          method, shapes, datl, config.l2tl.get("fixed_class_weights")))
+          method, shapes, datl, spec.policy.fixed_class_weights))
   rng = np.random.default_rng(0)
-  b = config.train.batch_size
   if method.joint:
     examples = synthetic.joint_batch(
-        rng, parts.options.joint_batch_sizes(b, config.l2tl.val_batch_size),
+        rng, spec.joint_batch_sizes(),
         image_shape=shapes.image_shape,
         num_src_classes=shapes.num_src_classes,
         num_tgt_classes=shapes.num_tgt_classes)
   else:
-    examples = synthetic.examples(rng, b, image_shape=shapes.image_shape,
+    examples = synthetic.examples(rng, spec.train.batch_size,
+                                  image_shape=shapes.image_shape,
                                   classes=shapes.num_tgt_classes)
   return timing.steps_per_second(parts.train_step, parts.state,
                                  jax.device_put(examples),
@@ -529,7 +529,7 @@ def run_study(
     runner.RunFailedError, runner.RunInterruptedError: as
       `compare.run_comparison`.
   """
-  validation.check_l2tl_mode(config, train.L2TL_MODES)
+  spec_lib.check_mode(config)
   known = study_variants(config)
   check_variants(variants, seeds, known)
   if bench_steps < 0:
@@ -543,7 +543,7 @@ def run_study(
       for name in variants for s in range(seeds)
   ]
   for _, run_config, _ in plan:
-    validation.check_config(run_config, l2tl_modes=train.L2TL_MODES)
+    spec_lib.from_config(run_config)
   check_relevance(config)
   results = runner.run_all([(c, d) for _, c, d in plan])
   rows = {}
@@ -569,7 +569,7 @@ def run_study(
     for name in variants:
       rows[name]["steps_per_s"] = rates[name]
       rows[name]["step_time_vs_finetune"] = rates["finetune"] / rates[name]
-  protocol = report.protocol(train.resolve_config(config),
+  protocol = report.protocol(spec_lib.resolve_config(config),
                               list(results.values()),
                               seeds=list(range(seeds)), rows=[])
   for key in ("l2tl_mode", "estimator", "policy_lr"):  # Set per variant.
@@ -688,7 +688,7 @@ def main(argv):
   if len(argv) > 1:
     cli.usage_error(f"Unexpected arguments: {argv[1:]}.")
   try:
-    validation.check_l2tl_mode(flags.FLAGS.config, train.L2TL_MODES)
+    spec_lib.check_mode(flags.FLAGS.config)
     check_variants(_VARIANTS.value, flags.FLAGS.seeds,
                    study_variants(flags.FLAGS.config))
   except ValueError as e:

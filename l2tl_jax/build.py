@@ -1,23 +1,22 @@
-"""One construction path from a config to the objects a run steps.
+"""One construction path from a RunSpec to the objects a run steps.
 
 Training (`train`), source pre-training (`pretrain`), the benchmarks, the
 policy study and the tests build models, optimisers, train states and
-compiled steps here and nowhere else:
+compiled steps here and nowhere else, from the pieces of a
+`l2tl_jax.spec.RunSpec`:
 
-  make_model / model_tx / policy_tx       config -> modules and optimisers
-  l2tl_options                            config + method -> L2TLOptions
+  make_model / model_tx / policy_tx       spec pieces -> modules, optimisers
   joint_parts / supervised_parts          objects -> (state, compiled step)
-  target_stage / source_stage             config -> `Parts` of a run
+  target_stage / source_stage             RunSpec -> `Parts` of a run
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from l2tl_jax import estimators
@@ -28,6 +27,9 @@ from l2tl_jax import parallel
 from l2tl_jax import policy as policy_lib
 from l2tl_jax import steps
 from l2tl_jax import train_state
+
+if TYPE_CHECKING:  # The spec reads configs; the benches build without them.
+  from l2tl_jax import spec as spec_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,29 +62,28 @@ class Parts(NamedTuple):
 DTYPES = ("float32", "bfloat16")
 
 
-def make_model(config: ml_collections.ConfigDict, *, heads: tuple[str, ...],
+def make_model(model: spec_lib.ModelSpec, *, heads: tuple[str, ...],
                shapes: Shapes, axis_name: str | None = None
                ) -> models.TransferModel:
-  """The config's encoder with the given heads ('src_head', 'tgt_head').
+  """The spec's encoder with the given heads ('src_head', 'tgt_head').
 
-  config.model.dtype other than float32 becomes the encoder's `dtype`
-  (activations and matmuls; params, optimiser state, heads, losses and
-  softmax stay float32).
+  A dtype other than float32 becomes the encoder's `dtype` (activations and
+  matmuls; params, optimiser state, heads, losses and softmax stay
+  float32).
 
   Raises:
     ValueError: a reduced precision for an encoder that takes no dtype.
   """
-  kwargs = config.model.encoder_kwargs.to_dict()
-  dtype = config.model.get("dtype", "float32")
-  if dtype != "float32":
-    if not models.get_encoder(config.model.encoder).dtype:
+  kwargs = model.kwargs()
+  if model.dtype != "float32":
+    if not models.get_encoder(model.encoder).dtype:
       raise ValueError(
-          f"config.model.dtype={dtype!r} needs an encoder with a dtype field "
-          f"(the ImageNet ResNets); {config.model.encoder!r} computes in "
+          f"config.model.dtype={model.dtype!r} needs an encoder with a dtype "
+          f"field (the ImageNet ResNets); {model.encoder!r} computes in "
           "float32 only.")
-    kwargs.setdefault("dtype", getattr(jnp, dtype))
+    kwargs.setdefault("dtype", getattr(jnp, model.dtype))
   return models.make_model(
-      config.model.encoder,
+      model.encoder,
       num_src_classes=shapes.num_src_classes if "src_head" in heads else 0,
       num_tgt_classes=shapes.num_tgt_classes if "tgt_head" in heads else 0,
       encoder_kwargs=kwargs,
@@ -90,46 +91,16 @@ def make_model(config: ml_collections.ConfigDict, *, heads: tuple[str, ...],
   )
 
 
-def model_tx(stage: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """Nesterov SGD of config.train or config.pretrain."""
+def model_tx(stage: spec_lib.StageSpec) -> optax.GradientTransformation:
+  """Nesterov SGD of the target stage or of pre-training."""
   return optim.momentum_sgd(stage.lr, boundaries=stage.lr_boundaries,
                             scales=stage.lr_scales, momentum=stage.momentum)
 
 
-def policy_tx(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-  """The policy's Adam with its piecewise rate (config.l2tl)."""
-  c = config.l2tl
-  return optim.adam(c.policy_lr, boundaries=c.policy_lr_boundaries,
-                    scales=c.policy_lr_scales)
-
-
-def decay_set(config: ml_collections.ConfigDict,
-              method: methods_lib.Method) -> str:
-  """config.train.decay_set, or the method's reference default."""
-  return config.train.decay_set or method.default_decay_set
-
-
-def l2tl_options(
-    config: ml_collections.ConfigDict,
-    method: methods_lib.Method,
-    fixed_class_weights: tuple[float, ...] | None = None,
-) -> steps.L2TLOptions:
-  """The L2TL step's options of a joint method (config resolved).
-
-  Alpha is learned when the method learns it and the configured estimator
-  can (the alignment estimators learn class weights only).
-  """
-  estimator = estimators.ESTIMATORS.get(config.l2tl.get("estimator"))
-  learns_alpha = method.learns_alpha and (estimator is None
-                                          or estimator.learns_alpha)
-  return steps.L2TLOptions.from_config(
-      config.l2tl,
-      fixed_class_weights=fixed_class_weights,
-      fixed_alpha=None if learns_alpha else float(config.l2tl.fixed_alpha),
-      weight_decay=config.train.weight_decay,
-      decay_set=decay_set(config, method),
-      bn_mode=config.model.get("bn_mode", "joint"),
-  )
+def policy_tx(policy: spec_lib.PolicySpec) -> optax.GradientTransformation:
+  """The policy's Adam with its piecewise rate."""
+  return optim.adam(policy.lr, boundaries=policy.lr_boundaries,
+                    scales=policy.lr_scales)
 
 
 def joint_parts(
@@ -202,7 +173,8 @@ def fixed_class_weights(method: methods_lib.Method, shapes: Shapes,
     method: the method.
     shapes: the task's shapes (the number of source classes).
     datl_weights: DATL's estimated weights ('datl').
-    config_weights: config.l2tl.fixed_class_weights ('config').
+    config_weights: config.l2tl.fixed_class_weights ('config';
+      PolicySpec.fixed_class_weights).
 
   Raises:
     ValueError: 'datl' without its estimated weights; 'config' without
@@ -236,9 +208,9 @@ def pool_kwargs(encoder: str, encoder_kwargs: Any, *,
   return kwargs
 
 
-def _with_pool(config: ml_collections.ConfigDict, model: models.TransferModel,
+def _with_pool(spec: spec_lib.ModelSpec, model: models.TransferModel,
                *, second_order: bool) -> models.TransferModel:
-  """`model` with the max pool for its step, where the config leaves it unset.
+  """`model` with the max pool for its step, where the spec leaves it unset.
 
   The fast pool for steps that take first derivatives only, where it equals
   flax's exactly (value and gradient: the same parameters, several times
@@ -246,8 +218,8 @@ def _with_pool(config: ml_collections.ConfigDict, model: models.TransferModel,
   gradient (the meta-gradient), whose second derivative the fast one
   matches only up to rounding.
   """
-  kwargs = config.model.encoder_kwargs.to_dict()
-  chosen = pool_kwargs(config.model.encoder, kwargs, fast=not second_order)
+  kwargs = spec.kwargs()
+  chosen = pool_kwargs(spec.encoder, kwargs, fast=not second_order)
   if chosen == kwargs:
     return model
   return model.clone(encoder=model.encoder.clone(
@@ -255,9 +227,8 @@ def _with_pool(config: ml_collections.ConfigDict, model: models.TransferModel,
 
 
 def target_stage(
-    config: ml_collections.ConfigDict,
+    spec: spec_lib.RunSpec,
     *,
-    method: methods_lib.Method,
     model: models.TransferModel,
     params: Any,
     model_state: Any,
@@ -265,13 +236,12 @@ def target_stage(
     par: parallel.Parallelism,
     class_weights: tuple[float, ...] | None = None,
 ) -> Parts:
-  """The target stage of `method`: L2TL step for joint methods, else the
-  supervised step of the target head.
+  """The target stage of the spec's method: L2TL step for joint methods,
+  else the supervised step of the target head.
 
   Args:
-    config: the resolved run config.
-    method: the method.
-    model: built by `make_model` with `method.heads`.
+    spec: the run.
+    model: built by `make_model` with `spec.method.heads`.
     params: initial params (loaded parts merged in).
     model_state: initial non-param collections.
     rng: typed key of the train state.
@@ -279,26 +249,25 @@ def target_stage(
     class_weights: the fixed class weights of a joint method that does not
       learn them (`fixed_class_weights`).
   """
-  options = (l2tl_options(config, method, class_weights) if method.joint
-             else None)
-  model = _with_pool(config, model, second_order=(
+  method = spec.method
+  options = spec.options(class_weights) if method.joint else None
+  model = _with_pool(spec.model, model, second_order=(
       options is not None and estimators.select(options).second_order))
-  tx = model_tx(config.train)
+  tx = model_tx(spec.train)
   eval_step = steps.make_eval_step(model=model, parallelism=par)
   if not method.joint:
     state, step = supervised_parts(
-        model=model, tx=tx, head="tgt", weight_decay=config.train.weight_decay,
-        decay_set=decay_set(config, method), params=params,
-        model_state=model_state, rng=rng, par=par,
-        bn_mode=config.model.get("bn_mode", "joint"))
+        model=model, tx=tx, head="tgt", weight_decay=spec.train.weight_decay,
+        decay_set=spec.train.decay_set, params=params,
+        model_state=model_state, rng=rng, par=par, bn_mode=spec.model.bn_mode)
     return Parts(model, tx, None, None, state, step, eval_step)
   p_tx = p_params = None
   if method.has_policy and estimators.select(options).learns:
-    p_tx = policy_tx(config)
+    p_tx = policy_tx(spec.policy)
     p_params = policy_lib.init_policy_params(
         num_src_classes=model.num_src_classes,
-        num_levels=config.l2tl.num_levels,
-        num_alpha_levels=config.l2tl.num_alpha_levels)
+        num_levels=spec.policy.num_levels,
+        num_alpha_levels=spec.policy.num_alpha_levels)
   state, step = joint_parts(
       model=model, tx=tx, options=options, params=params,
       model_state=model_state, rng=rng, par=par, policy_tx=p_tx,
@@ -306,20 +275,20 @@ def target_stage(
   return Parts(model, tx, p_tx, options, state, step, eval_step)
 
 
-def source_stage(config: ml_collections.ConfigDict, shapes: Shapes, *,
+def source_stage(spec: spec_lib.RunSpec, shapes: Shapes, *,
                  par: parallel.Parallelism) -> Parts:
-  """Source pre-training from scratch (config.pretrain): the source head."""
-  pcfg = config.pretrain
-  model = make_model(config, heads=("src_head",), shapes=shapes,
+  """Source pre-training from scratch (spec.pretrain): the source head."""
+  stage = spec.pretrain
+  model = make_model(spec.model, heads=("src_head",), shapes=shapes,
                      axis_name=par.axis_name)
-  model = _with_pool(config, model, second_order=False)
-  tx = model_tx(pcfg)
-  rng_init, rng_state = jax.random.split(jax.random.key(pcfg.seed))
+  model = _with_pool(spec.model, model, second_order=False)
+  tx = model_tx(stage)
+  rng_init, rng_state = jax.random.split(jax.random.key(stage.seed))
   params, model_state = models.init_variables(model, rng_init,
                                               shapes.image_shape)
   state, step = supervised_parts(
-      model=model, tx=tx, head="src", weight_decay=pcfg.weight_decay,
-      decay_set=pcfg.decay_set, params=params, model_state=model_state,
+      model=model, tx=tx, head="src", weight_decay=stage.weight_decay,
+      decay_set=stage.decay_set, params=params, model_state=model_state,
       rng=rng_state, par=par)
   eval_step = steps.make_eval_step(model=model, head="src", parallelism=par)
   return Parts(model, tx, None, None, state, step, eval_step)

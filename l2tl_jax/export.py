@@ -260,8 +260,8 @@ def _metadata(run: predict.Run, kind: str) -> dict[str, str]:
   return {
       "format": "pt" if kind == "torchvision" else "l2tl_jax",
       "layout": kind,
-      "encoder": str(run.config.model.encoder),
-      "encoder_kwargs": json.dumps(run.config.model.encoder_kwargs.to_dict(),
+      "encoder": str(run.model_spec.encoder),
+      "encoder_kwargs": json.dumps(run.model_spec.kwargs(),
                                    sort_keys=True),
       "num_classes": str(run.num_classes),
       "params": run.params,
@@ -320,7 +320,7 @@ def export_run(run: predict.Run, out_dir: str, *, fmt: str = "safetensors",
         "them, or choose another --output.")
   params = run.variables["params"]
   model_state = {k: v for k, v in run.variables.items() if k != "params"}
-  kind = layout(run.config.model.encoder)
+  kind = layout(run.model_spec.encoder)
   if fmt == "orbax":
     _write_orbax(paths["model"], jax.tree.map(np.asarray, params),
                  jax.tree.map(np.asarray, model_state))

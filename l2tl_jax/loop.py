@@ -47,13 +47,13 @@ class HostLoop:
   """
 
   def __init__(self, run: run_lib.Run, workdir: str, accepted=None):
-    self.run, self.config = run, run.config
+    self.run, self.spec = run, run.spec
     self.accepted = accepted or {}
     self.workdir = workdir
     self.primary = distributed.is_primary()
     self.ckpt = checkpointing.Checkpointer(
         os.path.join(workdir, "checkpoints"),
-        max_to_keep=self.config.checkpoints_to_keep)
+        max_to_keep=self.spec.host.checkpoints_to_keep)
     self.metrics_path = os.path.join(workdir, "metrics.jsonl")
     self.host = {"best": {"step": 0, "val_accuracy": -1.0},
                  "train_time_s": 0.0}
@@ -99,11 +99,11 @@ class HostLoop:
     self.run.batches.set_state(self.host["batches"])
     logging.info("Resumed from step %d (%s)", int(state.step),
                  self.ckpt.directory)
-    if int(state.step) > self.config.train.steps:
+    if int(state.step) > self.spec.train.steps:
       logging.warning(
           "The checkpoint is at step %d, past config.train.steps=%d: no step "
           "is trained and the results are those of step %d.",
-          int(state.step), self.config.train.steps, int(state.step))
+          int(state.step), self.spec.train.steps, int(state.step))
     return int(state.step)
 
   def save(self, step: int) -> None:
@@ -116,14 +116,15 @@ class HostLoop:
     """Steps to config.train.steps; the interrupted result on a signal."""
     from tensorboardX import SummaryWriter  # Heavy import, only for runs.
 
-    config, run = self.config, self.run
-    total = config.train.steps
+    spec, run = self.spec, self.run
+    host = spec.host
+    total = spec.train.steps
     self.writer = (SummaryWriter(os.path.join(self.workdir, "tensorboard"),
                                  purge_step=self.start)
                    if self.primary else None)
     self.bar = tqdm.tqdm(total=total, initial=self.start, unit="step",
-                         disable=not (config.progress_bar and self.primary),
-                         dynamic_ncols=True, desc=config.method)
+                         disable=not (host.progress_bar and self.primary),
+                         dynamic_ncols=True, desc=spec.method.name)
     stop = _StopRequest()
     run_start = time.perf_counter()
     step = self.start
@@ -148,12 +149,13 @@ class HostLoop:
           step += 1
           self.bar.update(1)
           last = step == total
-          if step % config.log_every_steps == 0 or last:
+          if step % host.log_every_steps == 0 or last:
             self.log_window(step)
-          if config.eval.every_steps and run.task.tgt_val is not None and (
-              step % config.eval.every_steps == 0 or last):
+          every = spec.eval.every_steps
+          if every and run.task.tgt_val is not None and (
+              step % every == 0 or last):
             self.evaluate(step)
-          if step % config.checkpoint_every_steps == 0 or last:
+          if step % host.checkpoint_every_steps == 0 or last:
             self.host["train_time_s"] += time.perf_counter() - run_start
             run_start = time.perf_counter()
             self.save(step)
@@ -173,7 +175,7 @@ class HostLoop:
     """
     if jax.process_count() == 1:
       return stop.signum
-    if step % self.config.log_every_steps:
+    if step % self.spec.host.log_every_steps:
       return None
     return int(distributed.gather(stop.signum or 0).max()) or None
 
@@ -198,7 +200,7 @@ class HostLoop:
                else "none (no checkpoint was saved yet)")
       raise NonFiniteError(
           f"Non-finite loss or gradient at step {bad} of "
-          f"{self.config.method}; the update was not applied and the run "
+          f"{self.spec.method.name}; the update was not applied and the run "
           f"stopped. Last good checkpoint: {where}. To continue from it with "
           "a lower learning rate, rerun with e.g. --config.train.lr=<lower> "
           "--accept_changes=train.lr; or check the data."
@@ -220,7 +222,7 @@ class HostLoop:
     """Full-validation accuracy; keeps the best params for selection."""
     variables = self.run.host_variables()
     val = self.run.evaluate(variables, self.run.task.tgt_val)
-    check_finite_eval(val, "validation", step, self.config.method)
+    check_finite_eval(val, "validation", step, self.spec.method.name)
     self._write({"step": step, "eval/val_accuracy": val["accuracy"],
                  "eval/val_loss": val["loss"]})
     self._scalar("eval/val_accuracy", val["accuracy"], step)

@@ -40,6 +40,7 @@ from l2tl_jax import data
 from l2tl_jax import loading
 from l2tl_jax import models
 from l2tl_jax import parallel
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import weights
 from l2tl_jax.data import folder
 from l2tl_jax.data import preprocess
@@ -63,7 +64,8 @@ class Run:
 
   Attributes:
     workdir: the run's directory (absolute).
-    config: its saved config (config.json).
+    config: its saved config (config.json, as read).
+    model_spec: its config.model, read (`spec.model_spec`).
     class_names: target class names in head order.
     image_shape: (H, W, C) the model takes.
     spec: the evaluation geometry and channels of one image.
@@ -77,7 +79,8 @@ class Run:
   """
 
   workdir: str
-  config: ml_collections.ConfigDict
+  config: dict[str, Any]
+  model_spec: spec_lib.ModelSpec
   class_names: tuple[str, ...]
   image_shape: tuple[int, int, int]
   spec: preprocess.ImageSpec
@@ -166,7 +169,7 @@ def target_class_names(data_config: ml_collections.ConfigDict
   return tuple(labels.class_names)
 
 
-def _image_shape(config: ml_collections.ConfigDict,
+def _image_shape(data_config: ml_collections.ConfigDict,
                  spec: preprocess.ImageSpec,
                  results: dict[str, Any] | None) -> tuple[int, int, int]:
   """The model's input shape: results.json's task, else from the config."""
@@ -175,28 +178,28 @@ def _image_shape(config: ml_collections.ConfigDict,
     return tuple(int(s) for s in shape)
   if spec.image_size is not None and spec.channels is not None:
     return (spec.image_size, spec.image_size, spec.channels)
-  dataset = data.open_dataset(config.data.target,
-                              data_dir=config.data.get("data_dir"),
+  dataset = data.open_dataset(data_config.target,
+                              data_dir=data_config.get("data_dir"),
                               download=False)
   if None in dataset.native_shape:
     raise RunError(
-        f"The images of {config.data.target!r} vary in size and the run's "
+        f"The images of {data_config.target!r} vary in size and the run's "
         "config sets no image_size, so its input shape is unknown before "
         "results.json is written; predict once the run has finished.")
   return tuple(int(s) for s in spec.output_shape(dataset.native_shape))
 
 
-def _build_model(config: ml_collections.ConfigDict,
+def _build_model(model_spec: spec_lib.ModelSpec,
                  image_shape: tuple[int, int, int], num_classes: int,
                  workdir: str) -> models.TransferModel:
   """The run's encoder and target head, as training built them."""
   shapes = build.Shapes(image_shape, 0, num_classes)
   try:
-    model = build.make_model(config, heads=("tgt_head",), shapes=shapes)
+    model = build.make_model(model_spec, heads=("tgt_head",), shapes=shapes)
     # The encoder's fast max pool where it has the choice: its values equal
     # flax's exactly (the choice training makes for first-order steps).
-    kwargs = config.model.encoder_kwargs.to_dict()
-    fast = build.pool_kwargs(config.model.encoder, kwargs, fast=True)
+    kwargs = model_spec.kwargs()
+    fast = build.pool_kwargs(model_spec.encoder, kwargs, fast=True)
     if fast != kwargs:
       model = model.clone(encoder=model.encoder.clone(
           fast_pool=fast["fast_pool"]))
@@ -241,7 +244,7 @@ def _restore(ckpt_dir: str, steps: Sequence[int]
 
 
 def _selected(params: str, step: int, state: Any, best: Any,
-              host: dict[str, Any], config: ml_collections.ConfigDict,
+              host: dict[str, Any], config: dict[str, Any],
               workdir: str) -> tuple[Any, Any, int, list[str]]:
   """(params, model_state, their step, notes) of the chosen item."""
   if params == "final":
@@ -255,7 +258,7 @@ def _selected(params: str, step: int, state: Any, best: Any,
     every = config.get("eval", {}).get("every_steps")
     why = ("config.eval.every_steps=0: no periodic evaluation"
            if not every else "no validation split was evaluated"
-           if config.data.get("target_val_split") is None else
+           if (config.get("data") or {}).get("target_val_split") is None else
            f"no evaluation yet (every {every} steps) at checkpoint step "
            f"{step}")
     raise RunError(
@@ -340,26 +343,29 @@ def load_run(workdir: str, *, params: str = "final") -> Run:
     raise RunError(f"{workdir} holds checkpoints but no config.json, so its "
                    "model and preprocessing are unknown; it is not a run of "
                    "experiments.main, or it was damaged.")
-  config = ml_collections.ConfigDict(_read_json(config_path, "config"))
+  config = _read_json(config_path, "config")
+  # The data block read as the data module reads configs.
+  data_config = ml_collections.ConfigDict(config.get("data") or {})
   results = _read_json(results_path, "results") if finished else None
   notes = []
   if results is not None and results.get("tgt_class_names"):
     class_names = tuple(str(c) for c in results["tgt_class_names"])
   else:
-    class_names = target_class_names(config.data)
+    class_names = target_class_names(data_config)
   try:
-    spec, _, _ = tasks.image_specs(config.data)
+    spec, _, _ = tasks.image_specs(data_config)
+    model_spec = spec_lib.model_spec(config.get("model") or {})
   except (AttributeError, KeyError) as e:
     raise RunError(
         f"{config_path}: its data settings cannot be read by this version "
         f"of l2tl_jax ({type(e).__name__}: {e}); the run was saved by "
         "another version: predict with the version that trained it, or "
         "train it again.") from e
-  image_shape = _image_shape(config, spec, results)
+  image_shape = _image_shape(data_config, spec, results)
   # Images the config leaves in their native channels still must match the
   # model's: converted as the data module converts them.
   spec = dataclasses.replace(spec, channels=image_shape[-1])
-  model = _build_model(config, image_shape, len(class_names), workdir)
+  model = _build_model(model_spec, image_shape, len(class_names), workdir)
 
   step, state, best, host, restore_notes = _restore(ckpt_dir, steps)
   notes += restore_notes
@@ -381,9 +387,9 @@ def load_run(workdir: str, *, params: str = "final") -> Run:
   _check_fit(model, variables, image_shape, step, workdir)
   weights.check_values(loading.flatten(variables),
                        f"{ckpt_dir}/{step} ({_ITEMS[params]})")
-  return Run(workdir=workdir, config=config, class_names=class_names,
-             image_shape=image_shape, spec=spec,
-             normalization=config.data.get("normalization", "unit"),
+  return Run(workdir=workdir, config=config, model_spec=model_spec,
+             class_names=class_names, image_shape=image_shape, spec=spec,
+             normalization=data_config.get("normalization", "unit"),
              model=model, variables=variables, params=params,
              step=params_step, notes=tuple(notes))
 

@@ -20,7 +20,6 @@ from typing import Any
 
 from absl import logging
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
@@ -31,39 +30,39 @@ from l2tl_jax import data
 from l2tl_jax import distributed
 from l2tl_jax import models
 from l2tl_jax import parallel
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
 
 
-def cache_key(config: ml_collections.ConfigDict, task: data.TransferTask) -> str:
-  """Hex key of the source pre-training `config` and `task` ask for."""
+def cache_key(spec: spec_lib.RunSpec, task: data.TransferTask) -> str:
+  """Hex key of the source pre-training `spec` and `task` ask for."""
   spec = {
       "src_train": task.src_train.summary(),
       "src_class_names": list(task.src_class_names),
       "image_shape": list(task.image_shape),
       # What shapes the pre-trained weights; not the target-stage loading
       # settings (config.model.dont_load).
-      "model": {"encoder": config.model.encoder,
-                "encoder_kwargs": config.model.encoder_kwargs.to_dict(),
+      "model": {"encoder": spec.model.encoder,
+                "encoder_kwargs": spec.model.kwargs(),
                 # Only when reduced: float32 keys stay as they were.
-                **({"dtype": config.model.dtype}
-                   if config.model.get("dtype", "float32") != "float32"
-                   else {})},
-      "pretrain": config.pretrain.to_dict(),
+                **({"dtype": spec.model.dtype}
+                   if spec.model.dtype != "float32" else {})},
+      "pretrain": spec.pretrain.as_dict(),
   }
   blob = json.dumps(spec, sort_keys=True, default=str).encode()
   return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
-  pcfg = config.pretrain
-  parts = build.source_stage(config, build.Shapes.of(task), par=par)
+def _train(spec, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
+  pcfg = spec.pretrain
+  parts = build.source_stage(spec, build.Shapes.of(task), par=par)
   state, step = parts.state, parts.train_step
   batches = data.train_iterator(
       task.src_train, batch_size=pcfg.batch_size, seed=pcfg.seed,
-      num_threads=config.data.get("read_threads"), **par.data_shard)
+      num_threads=spec.data.read_threads, **par.data_shard)
   start = time.perf_counter()
   metrics = None
-  show = config.progress_bar and distributed.is_primary()
+  show = spec.host.progress_bar and distributed.is_primary()
   bar = tqdm.tqdm(total=pcfg.steps, desc="pre-training", unit="step",
                   disable=not show, dynamic_ncols=True, leave=False)
   with bar:
@@ -93,7 +92,7 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
         parts.eval_step,
         *par.put_replicated((state.params, state.model_state)),
         (par.put_batch(b) for b in data.eval_batches(
-            task.src_test, batch_size=par.round_up(config.eval.batch_size),
+            task.src_test, batch_size=par.round_up(spec.eval.batch_size),
             **par.data_shard)),
     )
     info["source_test_accuracy"] = result["accuracy"]
@@ -102,7 +101,7 @@ def _train(config, task, par: parallel.Parallelism) -> tuple[Any, Any, dict]:
 
 
 def pretrained(
-    config: ml_collections.ConfigDict,
+    spec: spec_lib.RunSpec,
     task: data.TransferTask,
     cache_dir: str,
     par: parallel.Parallelism,
@@ -110,7 +109,7 @@ def pretrained(
   """Source-pre-trained (params, model_state, info), from cache or trained.
 
   Args:
-    config: the run config (uses .model, .pretrain, .eval).
+    spec: the run (uses .model, .pretrain, .eval, .data, .host).
     task: the transfer task.
     cache_dir: directory of cache entries (one subdirectory per key).
     par: parallelism for training and evaluation.
@@ -126,7 +125,7 @@ def pretrained(
   processes of one multi-process run share the lock of their process 0 and
   agree on whether to pre-train.
   """
-  key = cache_key(config, task)
+  key = cache_key(spec, task)
   cache_dir = os.path.abspath(cache_dir)
   os.makedirs(cache_dir, exist_ok=True)
   entry = os.path.join(cache_dir, key)
@@ -138,7 +137,7 @@ def pretrained(
       for name in os.listdir(cache_dir):  # Leftovers of a dead writer.
         if name.startswith(f".tmp-{key}-"):
           shutil.rmtree(os.path.join(cache_dir, name), ignore_errors=True)
-    loaded = _load(config, task, entry)
+    loaded = _load(spec, task, entry)
     # Every process must take the same branch (pre-training is collective).
     found = distributed.gather(loaded is not None)
     if found.min() != found.max():
@@ -150,29 +149,29 @@ def pretrained(
     if loaded is None:
       logging.info("Pre-training on %s: %d steps at batch %d (cached in %s "
                    "for later runs).", task.config["source"],
-                   config.pretrain.steps, config.pretrain.batch_size, entry)
-      _write(entry, key, config, task, par)
-      loaded = _load(config, task, entry)
+                   spec.pretrain.steps, spec.pretrain.batch_size, entry)
+      _write(entry, key, spec, task, par)
+      loaded = _load(spec, task, entry)
     else:
       logging.info("Pre-training: cached (%s).", entry,
                    extra={"console": False})
   return loaded
 
 
-def _write(entry: str, key: str, config, task, par) -> None:
+def _write(entry: str, key: str, spec, task, par) -> None:
   """Trains and writes the cache entry atomically (a renamed directory).
 
   Every process trains; process 0 writes, and the others wait until the
   entry is in place.
   """
-  params, model_state, info = _train(config, task, par)
+  params, model_state, info = _train(spec, task, par)
   if distributed.is_primary():
-    _write_entry(entry, key, config, task, params, model_state, info)
+    _write_entry(entry, key, spec, task, params, model_state, info)
   distributed.sync(f"pre-training cache entry {entry}")
 
 
-def _write_entry(entry, key, config, task, params, model_state, info) -> None:
-  info = {**info, "key": key, "encoder": config.model.encoder,
+def _write_entry(entry, key, spec, task, params, model_state, info) -> None:
+  info = {**info, "key": key, "encoder": spec.model.encoder,
           "source": task.src_train.summary()}
   tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=f".tmp-{key}-")
   checkpointing.apply_umask(tmp, directory=True)
@@ -191,7 +190,7 @@ def _write_entry(entry, key, config, task, params, model_state, info) -> None:
   logging.info("Saved source pre-training %s", entry)
 
 
-def _load(config, task, entry: str) -> tuple[Any, Any, dict] | None:
+def _load(spec, task, entry: str) -> tuple[Any, Any, dict] | None:
   """The cached entry, or None when absent; a damaged one is moved aside."""
   info_path = os.path.join(entry, "info.json")
   if not os.path.exists(info_path):
@@ -203,7 +202,7 @@ def _load(config, task, entry: str) -> tuple[Any, Any, dict] | None:
         info = json.load(f)
       with _checkpointer() as ckptr:
         restored = ckptr.restore(os.path.join(entry, "variables"),
-                                 _template(config, task))
+                                 _template(spec, task))
     except Exception as e:  # pylint: disable=broad-except
       problem = f"it does not restore ({type(e).__name__}: {e})"
     else:
@@ -230,8 +229,8 @@ def _checkpointer() -> ocp.StandardCheckpointer:
           primary_host=me, active_processes={me}))
 
 
-def _template(config, task):
-  model = build.make_model(config, heads=("src_head",),
+def _template(spec, task):
+  model = build.make_model(spec.model, heads=("src_head",),
                            shapes=build.Shapes.of(task))
   params, model_state = jax.eval_shape(
       lambda: models.init_variables(model, jax.random.key(0), task.image_shape)

@@ -1,6 +1,6 @@
 """The objects of one run: model, weights, compiled steps, input streams.
 
-`Run` builds them from a resolved, checked config (through
+`Run` builds them from a `l2tl_jax.spec.RunSpec` (through
 `l2tl_jax.build`): fresh variables, the loaded weights merged in
 (`l2tl_jax.loading`), the method's fixed class weights (DATL's from the
 pre-trained source classifier, `datl_class_weights`), the train state and
@@ -20,11 +20,11 @@ from l2tl_jax import build
 from l2tl_jax import data
 from l2tl_jax import estimators
 from l2tl_jax import loading
-from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import parallel
 from l2tl_jax import policy as policy_lib
 from l2tl_jax import pretrain
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
 
 
@@ -82,7 +82,7 @@ class Run:
   """Everything built for one run; `l2tl_jax.loop.HostLoop` drives it.
 
   Attributes:
-    config, task, par: what it was built from.
+    spec, task, par: what it was built from.
     joint: whether the method trains on source and target batches.
     info: what results.json records of the construction (loaded weights,
       pre-training, DATL's class weights).
@@ -91,9 +91,10 @@ class Run:
     batches: the resumable input stream.
   """
 
-  def __init__(self, config, task, workdir, par, loaded=None):
-    self.config, self.task, self.par = config, task, par
-    method = methods.get(config.method)
+  def __init__(self, spec: spec_lib.RunSpec, task, workdir, par,
+               loaded=None):
+    self.spec, self.task, self.par = spec, task, par
+    method = spec.method
     self.joint = method.joint
     needs_source = method.joint or (method.init == "pretrained"
                                     and loaded is None)
@@ -105,21 +106,21 @@ class Run:
           + "; set config.data.source.")
     self.info: dict[str, Any] = {}
     shapes = build.Shapes.of(task)
-    model = build.make_model(config, heads=method.heads, shapes=shapes,
+    model = build.make_model(spec.model, heads=method.heads, shapes=shapes,
                              axis_name=par.axis_name)
-    rng_init, rng_state = jax.random.split(jax.random.key(config.seed))
+    rng_init, rng_state = jax.random.split(jax.random.key(spec.seed))
     params, model_state = models.init_variables(model, rng_init,
                                                 task.image_shape)
     if method.init == "pretrained":
-      params, model_state = self._load(config, task, workdir, par, method,
+      params, model_state = self._load(spec, task, workdir, par, method,
                                        params, model_state, loaded)
     datl_weights = None
     if method.class_weights == "datl":
       datl_weights = datl_class_weights(
           model, params, model_state, task,
-          batch_size=config.eval.batch_size, par=par)
+          batch_size=spec.eval.batch_size, par=par)
     class_weights = build.fixed_class_weights(
-        method, shapes, datl_weights, config.l2tl.get("fixed_class_weights"))
+        method, shapes, datl_weights, spec.policy.fixed_class_weights)
     if datl_weights is not None:
       self.info["datl_class_weights"] = dict(
           zip(task.src_class_names, class_weights))
@@ -128,69 +129,69 @@ class Run:
           f"Method {method.name!r} needs a target validation split; set "
           "config.data.target_val_split.")
     parts = build.target_stage(
-        config, method=method, model=model, params=params,
+        spec, model=model, params=params,
         model_state=model_state, rng=rng_state, par=par,
         class_weights=class_weights)
     self.model, self.options = model, parts.options
     self.state, self.train_step = parts.state, parts.train_step
     self.eval_step = parts.eval_step
-    self.batches = self._batches(config, task, method)
+    self.batches = self._batches(spec, task, method)
 
-  def _load(self, config, task, workdir, par, method, params, model_state,
+  def _load(self, spec, task, workdir, par, method, params, model_state,
             loaded):
     """Merges the weights a run starts from into fresh params.
 
-    config.model.init_from names a weights file or checkpoint; otherwise the
+    spec.model.init_from names a weights file or checkpoint; otherwise the
     source pre-training (cached) provides them. A file's classifier becomes
     the source head of the joint methods (when the file has none, the source
     head starts fresh); the target head always starts fresh.
     """
     parts = method.loaded_parts
-    if loaded is not None:  # weights.load(config.model.init_from)
+    if loaded is not None:  # weights.load(spec.model.init_from)
       src_params, src_model_state = loaded.params, loaded.model_state
       if "src_head" not in src_params:
         parts = tuple(p for p in parts if p != "src_head")
       self.info["init_from"] = {
-          "path": os.path.abspath(config.model.init_from),
+          "path": os.path.abspath(spec.model.init_from),
           "family": loaded.family, "format": loaded.info.get("format"),
           "source_head_classes": loaded.source_head_classes,
           "loaded_parts": list(parts)}
-      source = f"weights file {config.model.init_from}"
+      source = f"weights file {spec.model.init_from}"
     else:
-      cache = config.pretrain_cache_dir or os.path.join(workdir, "pretrain")
+      cache = spec.host.pretrain_cache_dir or os.path.join(workdir,
+                                                           "pretrain")
       src_params, src_model_state, info = pretrain.pretrained(
-          config, task, cache, par)
+          spec, task, cache, par)
       self.info["pretrain"] = info
       source = f"source pre-training {info['path']}"
     return loading.merge_variables(
         params, model_state, src_params, src_model_state, parts=parts,
-        dont_load=tuple(config.model.dont_load), source=source)
+        dont_load=spec.model.dont_load, source=source)
 
-  def _batches(self, config, task, method):
-    seed, b = config.seed, config.train.batch_size
+  def _batches(self, spec, task, method):
+    seed = spec.seed
     # This process's rows of every batch, read with the configured threads.
-    shard = dict(self.par.data_shard,
-                 num_threads=config.data.get("read_threads"))
+    shard = dict(self.par.data_shard, num_threads=spec.data.read_threads)
     if not method.joint:
       return data.train_iterator(
-          task.tgt_train, batch_size=b, seed=seed,
-          augment=config.data.augment, drop_remainder=False, **shard)
-    n = self.options.inner_steps
+          task.tgt_train, batch_size=spec.train.batch_size, seed=seed,
+          augment=spec.data.augment, drop_remainder=False, **shard)
+    sizes = spec.joint_batch_sizes()
     # Batches run across epoch boundaries, as the reference's
     # shuffle().repeat().batch().
     stream = lambda split, size, **kw: data.train_iterator(
         split, batch_size=size, seed=seed, drop_remainder=False, **shard,
         **kw)
     return data.joint_iterator({
-        "src": stream(task.src_train, n * self.options.src_oversample * b),
-        "tgt": stream(task.tgt_train, n * b, augment=config.data.augment),
-        "val": stream(task.tgt_val, config.l2tl.val_batch_size),
+        "src": stream(task.src_train, sizes["src"]),
+        "tgt": stream(task.tgt_train, sizes["tgt"], augment=spec.data.augment),
+        "val": stream(task.tgt_val, sizes["val"]),
     })
 
   def evaluate(self, variables, split) -> dict[str, float]:
     """Accuracy and loss over `split` of host (params, model_state)."""
     params, model_state = self.par.put_replicated(variables)
-    batch_size = self.par.round_up(self.config.eval.batch_size)
+    batch_size = self.par.round_up(self.spec.eval.batch_size)
     batches = (
         self.par.put_batch(b)
         for b in data.eval_batches(split, batch_size=batch_size,

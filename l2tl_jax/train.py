@@ -26,7 +26,6 @@ other files.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
@@ -38,10 +37,10 @@ from l2tl_jax import atomic
 from l2tl_jax import data
 from l2tl_jax import distributed
 from l2tl_jax import loop as loop_lib
-from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import parallel
 from l2tl_jax import run as run_lib
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
 from l2tl_jax import validation
 from l2tl_jax import weights
@@ -55,59 +54,9 @@ POLICY_ONLY_FIELDS = workdir_lib.POLICY_ONLY_FIELDS
 config_changes = workdir_lib.config_changes
 
 
-# What config.l2tl.mode fills in for the config.l2tl fields left None.
-L2TL_MODES = {
-    "reference": {
-        "estimator": "reinforce",
-        "reward": "accuracy",
-        "class_reduction": "mean",
-        "baseline_order": "reference",
-        "src_normalization": "reference",
-        "num_samples": 1,
-        "policy_lr": 0.01,
-        "val_batch_size": 32,
-    },
-    # The exact meta-gradient at the reference's policy rate (the policy
-    # study's earlier choice on two benchmarks). Its REINFORCE fields are the
-    # low-variance ones, used when estimator='reinforce' is set on top.
-    "meta_gradient": {
-        "estimator": "meta_gradient",
-        "reward": "loss_improvement",
-        "class_reduction": "sum",
-        "baseline_order": "previous",
-        "src_normalization": "mean",
-        "num_samples": 1,
-        "policy_lr": 0.01,
-        "val_batch_size": 32,
-    },
-}
-# Class weights from the per-class EMA of the validation-gradient alignment
-# (estimators.alignment_update), starting exactly at uniform joint training:
-# class weights 1 for the warm-up, alpha fixed (config.l2tl.fixed_alpha),
-# 'mean' normalisation. Chosen by mean validation accuracy over the policy
-# study's benchmarks (README.md). Its REINFORCE fields are the reference's.
-L2TL_MODES["recommended"] = {**L2TL_MODES["reference"],
-                             "estimator": "alignment_ema",
-                             "src_normalization": "mean"}
-
-
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` whose config.l2tl fields left None come from its mode.
-
-  Args:
-    config: a run config; config.l2tl.mode names an entry of `L2TL_MODES`.
-
-  Returns:
-    A resolved copy (the input is not changed). Explicitly set fields win.
-    An unknown mode fills nothing: `validation.check_config` reports it with
-    the other fields.
-  """
-  out = config.copy_and_resolve_references()
-  mode = out.l2tl.get("mode", "recommended")
-  for name, value in L2TL_MODES.get(mode, {}).items():
-    if out.l2tl.get(name) is None:
-      out.l2tl[name] = value
-  return out
+# The modes and their resolution live with the RunSpec; importable from here.
+L2TL_MODES = spec_lib.L2TL_MODES
+resolve_config = spec_lib.resolve_config
 
 
 def train_and_evaluate(
@@ -141,85 +90,68 @@ def train_and_evaluate(
     LockedError: another process runs in workdir.
     DamagedError: every checkpoint of the run is damaged.
   """
-  config = resolve_config(config)
-  validation.check_config(config, l2tl_modes=L2TL_MODES)
+  spec = spec_lib.from_config(config)  # Every field checked, at once.
   loaded = None
-  if config.model.get("init_from"):  # Before the data and the workdir.
-    loaded = weights.load(config.model.init_from)
-    _check_family(config, loaded)
-    config = _preprocessing_for(config, loaded.family)
+  if spec.model.init_from:  # Before the data and the workdir.
+    loaded = weights.load(spec.model.init_from)
+    _check_family(spec.model, loaded)
+    spec = spec_lib.from_config(config, weights_family=loaded.family)
   if not workdir or not str(workdir).strip():
     raise validation.ConfigError(
         "The workdir is empty: name the directory the run writes to (e.g. "
         "--workdir=runs/my_run); an empty one would write into the current "
         "directory.")
   workdir = os.path.abspath(workdir)
-  data.check_workdir(workdir, config.data)  # Not inside an image folder.
-  finished = workdir_lib.finished_results(config, workdir)
+  data.check_workdir(workdir, spec.data)  # Not inside an image folder.
+  finished = workdir_lib.finished_results(spec.config, workdir)
   if finished is not None:  # Read without the lock: read-only storage works.
     return finished
   # Refused before the lock file is written (and again under the lock).
-  workdir_lib.check_changes(config_changes(config, workdir), workdir,
+  workdir_lib.check_changes(config_changes(spec.config, workdir), workdir,
                             tuple(accept_changes))
   os.makedirs(workdir, exist_ok=True)
   with workdir_lib.lock(workdir):
-    return _train_locked(config, workdir, tuple(accept_changes), loaded)
+    return _train_locked(spec, workdir, tuple(accept_changes), loaded)
 
 
-def _preprocessing_for(config, family: str | None):
-  """config.data's preprocessing fields left at their defaults, filled in
-  for the weights' family (config.model.preprocessing_from_weights)."""
-  if family is None or not config.model.get("preprocessing_from_weights",
-                                            True):
-    return config
-  try:
-    filled = data.fill_preprocessing(config.data, family)
-  except data.DataError:  # No ImageNet preprocessing (e.g. our own LeNet).
-    return config
-  out = config.copy_and_resolve_references()
-  out.data = filled
-  return out
-
-
-def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
-                  loaded):
+def _train_locked(spec: spec_lib.RunSpec, workdir: str,
+                  accept_changes: tuple[str, ...], loaded):
   """train_and_evaluate while holding the workdir's lock."""
-  changes = config_changes(config, workdir)
+  changes = config_changes(spec.config, workdir)
   workdir_lib.check_changes(changes, workdir, accept_changes)
   results_path = os.path.join(workdir, "results.json")
   # Finished while we waited.
-  finished = workdir_lib.finished_results(config, workdir)
+  finished = workdir_lib.finished_results(spec.config, workdir)
   if finished is not None:
     return finished
 
-  par = parallel.Parallelism(config.parallelism)
-  method = methods.get(config.method)
+  par = parallel.Parallelism(spec.host.parallelism)
   validation.check_batches(
-      config, devices=par.size, mode=par.mode, joint=method.joint,
-      pretrains=method.init == "pretrained" and not config.model.get(
-          "init_from"))
-  task = data.build_task(config.data)
+      spec.device_batches(pretrains=spec.method.init == "pretrained"
+                          and not spec.model.init_from),
+      devices=par.size, mode=par.mode)
+  task = data.build_task(spec.data)
   sizes = ", ".join(f"{k} {len(v)}" for k, v in task.splits().items())
-  logging.info("Data ready: %s -> %s (%s).", config.data.source,
-               config.data.target, sizes)
-  if config.train.batch_size > len(task.tgt_train):
+  logging.info("Data ready: %s -> %s (%s).", spec.data.source,
+               spec.data.target, sizes)
+  if spec.train.batch_size > len(task.tgt_train):
     logging.warning(
         "config.train.batch_size=%d is above the %d target train examples: "
         "every batch repeats examples (an epoch is shorter than a batch).",
-        config.train.batch_size, len(task.tgt_train))
-  run = run_lib.Run(config, task, workdir, par, loaded)
+        spec.train.batch_size, len(task.tgt_train))
+  run = run_lib.Run(spec, task, workdir, par, loaded)
   loop = loop_lib.HostLoop(run, workdir, accepted=changes)
   # Written once the run was built and its checkpoint restored, so a bad
   # start leaves the saved run as it was.
   if distributed.is_primary():
-    workdir_lib.save_config(config, workdir, changes)
+    workdir_lib.save_config(spec.config, workdir, changes)
   interrupted = loop.train()
   if interrupted is not None:
     return interrupted
   results = _final_results(run, loop.best, loop.host)
   if distributed.is_primary():
     atomic.write_json(results_path, results)
-    if config.write_plots:
+    if spec.host.write_plots:
       from l2tl_jax import plots  # matplotlib only when plotting.
 
       plots.plot_run(workdir)
@@ -227,21 +159,21 @@ def _train_locked(config, workdir: str, accept_changes: tuple[str, ...],
   return results
 
 
-def _check_family(config, loaded) -> None:
+def _check_family(model: spec_lib.ModelSpec, loaded) -> None:
   """The weights must be of config.model's architecture (before the data)."""
   if loaded.family is None:
     return
-  kwargs = config.model.encoder_kwargs.to_dict()
+  kwargs = model.kwargs()
   defaults = models.encoder_defaults(loaded.family)
   differ = {k: v for k, v in loaded.encoder_kwargs.items()
             if tuple(np.atleast_1d(kwargs.get(k, defaults.get(k))))
             != tuple(np.atleast_1d(v))
-            } if loaded.family == config.model.encoder else {}
-  if loaded.family != config.model.encoder or differ:
+            } if loaded.family == model.encoder else {}
+  if loaded.family != model.encoder or differ:
     raise weights.WeightsError(
-        f"{config.model.init_from} holds {loaded.family} weights"
+        f"{model.init_from} holds {loaded.family} weights"
         + (f" with {differ}" if differ else "") + " but config.model is "
-        f"{config.model.encoder!r} with encoder_kwargs {kwargs}: set "
+        f"{model.encoder!r} with encoder_kwargs {kwargs}: set "
         f"config.model.encoder={loaded.family!r} and encoder_kwargs "
         f"{loaded.encoder_kwargs or '{}'} (python -m "
         "experiments.inspect_weights FILE shows the architecture).")
@@ -254,18 +186,19 @@ def _prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
 def _final_results(run: run_lib.Run, best, host) -> dict[str, Any]:
   """results.json: final and validation-selected accuracies, what was
   learned, the task and the config."""
-  config, task = run.config, run.task
+  spec, task = run.spec, run.task
   state = run.host_state()
   results: dict[str, Any] = {
       "status": "completed",
-      "method": config.method,
-      "seed": config.seed,
+      "method": spec.method.name,
+      "seed": spec.seed,
       "steps": int(state.step),
       "train_time_s": host["train_time_s"],
   }
   if task.tgt_test is not None:
     test = run.evaluate((state.params, state.model_state), task.tgt_test)
-    loop_lib.check_finite_eval(test, "test", int(state.step), config.method)
+    loop_lib.check_finite_eval(test, "test", int(state.step),
+                               spec.method.name)
     results["test_accuracy"] = test["accuracy"]
     results["test_loss"] = test["loss"]
     results["test_examples"] = int(test["count"])
@@ -273,7 +206,8 @@ def _final_results(run: run_lib.Run, best, host) -> dict[str, Any]:
         test["confusion"], task.tgt_class_names)))
   if task.tgt_val is not None:
     val = run.evaluate((state.params, state.model_state), task.tgt_val)
-    loop_lib.check_finite_eval(val, "validation", int(state.step), config.method)
+    loop_lib.check_finite_eval(val, "validation", int(state.step),
+                               spec.method.name)
     results["val_accuracy"] = val["accuracy"]
     if host["best"]["step"] > 0:
       selected = {"step": host["best"]["step"],
@@ -302,6 +236,6 @@ def _final_results(run: run_lib.Run, best, host) -> dict[str, Any]:
   results["task"] = task.summary()
   results["src_class_names"] = list(task.src_class_names)
   results["tgt_class_names"] = list(task.tgt_class_names)
-  results["config"] = json.loads(config.to_json_best_effort())
+  results["config"] = spec.config
   results["devices"] = [str(d) for d in run.par.devices]
   return results

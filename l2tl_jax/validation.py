@@ -1,20 +1,20 @@
 """The whole run config checked before anything is written.
 
-`check_config` reports every field of the wrong type or out of range at
-once, by its full name, so a run that cannot start never touches its
-workdir. Data fields are checked where the task is built (`data.DataError`).
+`config_problems` lists every field of the wrong type or out of range, by
+its full name; `spec.from_config` adds the L2TL step's own checks and
+raises them at once (`raise_problems`), so a run that cannot start never
+touches its workdir. Data fields are checked where the task is built
+(`data.DataError`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
 import math
 import os
 from typing import Any
 
 import ml_collections
 
-from l2tl_jax import build
 from l2tl_jax import methods as methods_lib
 from l2tl_jax import models
 from l2tl_jax import outer
@@ -110,54 +110,28 @@ def _schedule_problem(boundaries_name: str, scales_name: str,
   return None
 
 
-def l2tl_mode_problem(config: ml_collections.ConfigDict,
-                      l2tl_modes: Collection[str]) -> str | None:
-  """What is wrong with config.l2tl.mode (not a key of `l2tl_modes`), or None.
-
-  Args:
-    config: a run config.
-    l2tl_modes: the mode names (`train.L2TL_MODES`).
-  """
-  mode = config.l2tl.get("mode", "reference")
-  if mode in l2tl_modes:
-    return None
-  return (f"config.l2tl.mode must be one of {', '.join(l2tl_modes)}, got "
-          f"{mode!r}")
-
-
-def check_l2tl_mode(config: ml_collections.ConfigDict,
-                    l2tl_modes: Collection[str]) -> None:
-  """Raises ConfigError when config.l2tl.mode names no mode (a config before
-  `train.resolve_config`, which fills fields from the mode)."""
-  problem = l2tl_mode_problem(config, l2tl_modes)
-  if problem:
-    _raise([problem])
-
-
-def _raise(problems: list[str]) -> None:
+def raise_problems(problems: list[str]) -> None:
+  """Raises one ConfigError naming every problem."""
   raise ConfigError(
       f"{len(problems)} config field(s) cannot be used: "
       + "; ".join(problems) + ". Fix them (--config.FIELD=VALUE) and rerun.")
 
 
-def check_config(config: ml_collections.ConfigDict, *,
-                 l2tl_modes: Collection[str] | None = None) -> None:
-  """Raises ConfigError listing every bad field of a resolved run config.
+def config_problems(config: ml_collections.ConfigDict, *,
+                    unknown_mode: bool = False) -> list[str]:
+  """Every bad field of a resolved run config, one line each.
 
   Args:
-    config: the run config after `train.resolve_config`.
-    l2tl_modes: the mode names config.l2tl.mode may take
-      (`train.L2TL_MODES`); None: the mode is not checked. An unknown mode
-      is reported with the other fields; the config.l2tl fields it would
-      have filled (still None) are then not.
+    config: the run config after `spec.resolve_config`.
+    unknown_mode: config.l2tl.mode names no mode (`spec.mode_problem`
+      reports it): the config.l2tl fields it would have filled (still
+      None) are not reported.
+
+  Returns:
+    The problems ([] when none); `spec.from_config` adds the L2TL step's
+    checks of the options and raises them all at once.
   """
   problems = []
-  unknown_mode = False
-  if l2tl_modes is not None:
-    problem = l2tl_mode_problem(config, l2tl_modes)
-    if problem:
-      problems.append(problem)
-      unknown_mode = True
   if config.method not in methods_lib.METHODS:
     problems.append(f"config.method must be one of "
                     f"{', '.join(methods_lib.METHODS)}, got {config.method!r}")
@@ -197,42 +171,26 @@ def check_config(config: ml_collections.ConfigDict, *,
     problem = _schedule_problem(*names, config)
     if problem:
       problems.append(problem)
-  if not problems and config.method in methods_lib.METHODS:
-    method = methods_lib.get(config.method)
-    if method.joint:
-      try:  # The enumerations and combinations the L2TL step accepts.
-        build.l2tl_options(config, method, None if method.has_policy
-                           else (1.0,))
-      except ValueError as e:
-        problems.append(f"config.l2tl: {e}")
-  if problems:
-    _raise(problems)
+  return problems
 
 
-def check_batches(config: ml_collections.ConfigDict, *, devices: int,
-                  mode: str, joint: bool, pretrains: bool) -> None:
+def check_batches(batch_sizes: dict[str, int], *, devices: int,
+                  mode: str) -> None:
   """Raises ConfigError when a global batch does not split over the devices.
 
   Args:
-    config: the resolved run config.
+    batch_sizes: config field name (e.g. 'train.batch_size') -> size, of
+      the batches the run steps (`spec.RunSpec.device_batches`).
     devices: the devices a global batch is split over.
     mode: the parallelism mode (for the message).
-    joint: whether the run's target stage is joint (source and validation
-      batches too; the source batch is a multiple of the target batch).
-    pretrains: whether the run may pre-train the source (its batch too).
   """
   if devices <= 1:
     return
-  batches = {"train.batch_size": config.train.batch_size}
-  if joint:
-    batches["l2tl.val_batch_size"] = config.l2tl.val_batch_size
-  if pretrains:
-    batches["pretrain.batch_size"] = config.pretrain.batch_size
   problems = [
       f"config.{name}={size} does not divide over the {devices} devices of "
       f"parallelism {mode!r}; use a multiple of {devices} (e.g. "
       f"{-(-size // devices) * devices})"
-      for name, size in batches.items() if size % devices]
+      for name, size in batch_sizes.items() if size % devices]
   if problems:
     raise ConfigError(
         f"{len(problems)} batch size(s) cannot be split: "

@@ -1,6 +1,8 @@
 """A run's workdir: the saved config, what changed since, finished results.
 
-`config_changes` compares a config with the one saved in a workdir;
+`config_changes` compares a run's config (`spec.RunSpec.config`, the
+resolved config as a dict: fields keep their config paths) with the one
+saved in a workdir;
 `check_changes` refuses changes that were not accepted (and those to the
 method or architecture, never accepted); `save_config` writes config.json
 and logs accepted changes; `finished_results` reads back a complete run;
@@ -14,10 +16,9 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from absl import logging
-import ml_collections
 
 from l2tl_jax import atomic
 from l2tl_jax import checkpointing
@@ -53,9 +54,10 @@ def _comparable(config_dict: dict) -> dict[str, Any]:
           and k.split(".")[0] not in HOST_ONLY_FIELDS}
 
 
-def config_changes(config: ml_collections.ConfigDict,
+def config_changes(config: Mapping[str, Any],
                    workdir: str) -> dict[str, tuple[Any, Any]]:
-  """Fields where `config` differs from the run saved in `workdir`.
+  """Fields where `config` (RunSpec.config) differs from the run saved in
+  `workdir`.
 
   Host-only fields (logging, checkpoint cadence, ...) are not compared.
 
@@ -68,7 +70,7 @@ def config_changes(config: ml_collections.ConfigDict,
   with open(path) as f:
     saved = json.load(f)
   old = _comparable(saved)
-  new = _comparable(json.loads(config.to_json_best_effort()))
+  new = _comparable(dict(config))
   return {k: (old.get(k, "<unset>"), new.get(k, "<unset>"))
           for k in sorted(old.keys() | new.keys())
           if old.get(k) != new.get(k)
@@ -173,20 +175,22 @@ def _suffix(changes: dict[str, tuple[Any, Any]]) -> str:
   return "".join(c if c.isalnum() or c in "_-." else "_" for c in text)[:40]
 
 
-def save_config(config: ml_collections.ConfigDict, workdir: str,
+def save_config(config: Mapping[str, Any], workdir: str,
                 changes: dict[str, tuple[Any, Any]]) -> None:
-  """config.json, and each accepted change in config_changes.jsonl."""
+  """config.json (`config`: RunSpec.config), and each accepted change in
+  config_changes.jsonl."""
   if changes:
     with open(os.path.join(workdir, "config_changes.jsonl"), "a") as f:
       f.write(json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
                           "changes": {k: list(v) for k, v in
                                       changes.items()}}) + "\n")
-  atomic.write_json(os.path.join(workdir, "config.json"),
-                    json.loads(config.to_json_best_effort()))
+  atomic.write_json(os.path.join(workdir, "config.json"), dict(config))
 
 
-def finished_results(config, workdir: str) -> dict[str, Any] | None:
-  """results.json of a complete run of `config` in `workdir`, else None.
+def finished_results(config: Mapping[str, Any],
+                     workdir: str) -> dict[str, Any] | None:
+  """results.json of a complete run of `config` (RunSpec.config) in
+  `workdir`, else None.
 
   Raises:
     ConfigMismatchError: the complete run has another config.

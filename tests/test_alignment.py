@@ -21,13 +21,12 @@ from l2tl_jax import build
 from l2tl_jax import estimators
 from l2tl_jax import estimators_alignment
 from l2tl_jax import losses
-from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import outer
 from l2tl_jax import parallel
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
-from l2tl_jax import train
 
 IMAGE = (4, 4, 1)
 
@@ -255,16 +254,17 @@ def test_alignment_estimators_refuse_a_learned_alpha():
 
 
 def test_recommended_mode_builds_the_alignment_estimator_with_fixed_alpha():
-  config = train.resolve_config(tiny.get_config())
-  assert config.l2tl.estimator == "alignment_ema"
-  assert config.l2tl.src_normalization == "mean"
-  options = build.l2tl_options(config, methods.get("l2tl"))
+  config = tiny.get_config()
+  config.method = "l2tl"
+  resolved = spec_lib.resolve_config(config)
+  assert resolved.l2tl.estimator == "alignment_ema"
+  assert resolved.l2tl.src_normalization == "mean"
+  options = spec_lib.from_config(config).options(None)
   assert estimators.select(options).name == "alignment_ema"
   assert options.fixed_alpha == 1.0 and options.learns_classes
   config.l2tl.mode = "reference"
   config.l2tl.estimator = config.l2tl.src_normalization = None
-  options = build.l2tl_options(train.resolve_config(config),
-                               methods.get("l2tl"))
+  options = spec_lib.from_config(config).options(None)
   assert estimators.select(options).name == "reinforce"
   assert options.learns_alpha and options.src_normalization == "reference"
 

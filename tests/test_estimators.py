@@ -14,8 +14,8 @@ from l2tl_jax import methods
 from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import parallel
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
-from l2tl_jax import train
 from l2tl_jax import train_state
 
 IMAGE = (4, 4, 1)
@@ -97,15 +97,17 @@ def test_fixed_estimator_tracks_the_reward_baseline():
 
 
 def test_config_with_samples_builds_for_every_joint_method():
-  config = train.resolve_config(tiny.get_config())
+  config = tiny.get_config()
   config.l2tl.num_samples = 4
   config.l2tl.estimator = "reinforce"
   for name in ("joint_uniform", "datl", "joint_fixed", "l2tl_fixed_alpha",
                "l2tl"):
-    method = methods.get(name)
-    weights = build.fixed_class_weights(method, build.Shapes(IMAGE, 3, 2),
+    config.method = name
+    spec = spec_lib.from_config(config)
+    weights = build.fixed_class_weights(spec.method, build.Shapes(IMAGE, 3, 2),
                                         np.ones(3), (1.0, 0.0, 1.0))
-    options = build.l2tl_options(config, method, weights)
+    options = spec.options(weights)
+    method = spec.method
     expected = "reinforce_loo" if method.has_policy else "fixed"
     assert estimators.select(options).name == expected, name
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from l2tl_jax import pooling
+from l2tl_jax import spec as spec_lib
 
 
 def _flax_pool(x, window):
@@ -80,20 +81,18 @@ def test_bad_shapes_are_refused():
 def _target_stage(method_name, **overrides):
   from experiments.configs import tiny
   from l2tl_jax import build
-  from l2tl_jax import methods
   from l2tl_jax import models
   from l2tl_jax import parallel
-  from l2tl_jax import train
   config = tiny.get_config()
   config.method = method_name
   config.update_from_flattened_dict(overrides)
-  config = train.resolve_config(config)
-  method = methods.get(method_name)
+  spec = spec_lib.from_config(config)
+  method = spec.method
   shapes = build.Shapes((12, 12, 1), 3, 2)
-  model = build.make_model(config, heads=method.heads, shapes=shapes)
+  model = build.make_model(spec.model, heads=method.heads, shapes=shapes)
   params, state = models.init_variables(model, jax.random.key(0),
                                         shapes.image_shape)
-  parts = build.target_stage(config, method=method, model=model,
+  parts = build.target_stage(spec, model=model,
                              params=params, model_state=state,
                              rng=jax.random.key(1), par=parallel.Parallelism(),
                              class_weights=build.fixed_class_weights(

@@ -29,6 +29,7 @@ from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import models
 from l2tl_jax import predict
+from l2tl_jax import spec as spec_lib
 from l2tl_jax.data import preprocess
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -45,7 +46,7 @@ def fake_config(**model):
 
 def _variables(config, image_shape, num_classes, seed):
   model = build.make_model(
-      config, heads=("tgt_head",),
+      spec_lib.model_spec(config.model), heads=("tgt_head",),
       shapes=build.Shapes(image_shape, 0, num_classes))
   params, model_state = models.init_variables(model, jax.random.key(seed),
                                               image_shape)

@@ -4,6 +4,9 @@ Tasks come from two small image folders (no download): source classes ant,
 bee, cat with 6, 3 and 3 images; target classes x, y, z with 6 images each.
 """
 
+import hashlib
+import json
+
 import numpy as np
 import pytest
 
@@ -11,6 +14,7 @@ from conftest_data import make_folder, tfds_dir  # pylint: disable=unused-import
 from experiments.configs import tiny
 from l2tl_jax import data
 from l2tl_jax import pretrain
+from l2tl_jax import spec as spec_lib
 
 
 @pytest.fixture(scope="module")
@@ -48,18 +52,38 @@ def base(make):
   return make()
 
 
+def _key(config, task):
+  return pretrain.cache_key(spec_lib.from_config(config), task)
+
+
 def _key_with(config, task, **overrides):
   config = config.copy_and_resolve_references()
+  if "model.encoder" in overrides:  # Another encoder takes other kwargs.
+    config.model.encoder_kwargs = {}
   config.update_from_flattened_dict(overrides)
-  return pretrain.cache_key(config, task)
+  return _key(config, task)
+
+
+def test_key_is_the_hash_of_the_settings_caches_were_written_with(base):
+  # Entries written before the RunSpec (keyed on the config blocks) are found.
+  config, task = base
+  blob = {"src_train": task.src_train.summary(),
+          "src_class_names": list(task.src_class_names),
+          "image_shape": list(task.image_shape),
+          "model": {"encoder": config.model.encoder,
+                    "encoder_kwargs": config.model.encoder_kwargs.to_dict()},
+          "pretrain": config.pretrain.to_dict()}
+  expected = hashlib.sha256(json.dumps(
+      blob, sort_keys=True, default=str).encode()).hexdigest()[:16]
+  assert _key(config, task) == expected
 
 
 def test_key_is_stable(base, make):
   config, task = base
-  key = pretrain.cache_key(config, task)
+  key = _key(config, task)
   assert len(key) == 16 and set(key) <= set("0123456789abcdef")
   # Same settings, separately built config and task: same key.
-  assert pretrain.cache_key(*make()) == key
+  assert _key(*make()) == key
 
 
 @pytest.mark.parametrize(
@@ -79,7 +103,7 @@ def test_key_is_stable(base, make):
 )
 def test_model_and_pretraining_settings_change_the_key(base, overrides):
   config, task = base
-  assert _key_with(config, task, **overrides) != pretrain.cache_key(
+  assert _key_with(config, task, **overrides) != _key(
       config, task)
 
 
@@ -106,7 +130,7 @@ def test_model_and_pretraining_settings_change_the_key(base, overrides):
 )
 def test_target_stage_settings_keep_the_key(base, overrides):
   config, task = base
-  assert _key_with(config, task, **overrides) == pretrain.cache_key(
+  assert _key_with(config, task, **overrides) == _key(
       config, task)
 
 
@@ -125,7 +149,7 @@ def test_target_data_fields_keep_the_key(base, make, data_overrides):
   config, task = base
   other_config, other_task = make(**data_overrides)
   assert other_task.fingerprint() != task.fingerprint()  # Other target splits.
-  assert pretrain.cache_key(other_config, other_task) == pretrain.cache_key(
+  assert _key(other_config, other_task) == _key(
       config, task)
 
 
@@ -142,7 +166,7 @@ def test_target_data_fields_keep_the_key(base, make, data_overrides):
 def test_source_task_changes_the_key(base, make, data_overrides):
   config, task = base
   other_config, other_task = make(**data_overrides)
-  assert pretrain.cache_key(other_config, other_task) != pretrain.cache_key(
+  assert _key(other_config, other_task) != _key(
       config, task)
 
 

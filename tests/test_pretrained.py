@@ -25,6 +25,7 @@ from l2tl_jax import models
 from l2tl_jax import optim
 from l2tl_jax import outer
 from l2tl_jax import parallel
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import steps
 from l2tl_jax import train
 from l2tl_jax import weights
@@ -71,8 +72,8 @@ def test_runs_start_from_the_file_and_skip_pretraining(tmp_path, method,
 
 def test_the_file_fills_encoder_and_source_head(tmp_path):
   loaded = weights.load(FIXTURE)
-  config = train.resolve_config(_config(tmp_path))
-  model = build.make_model(config, heads=("src_head", "tgt_head"),
+  spec = spec_lib.from_config(_config(tmp_path))
+  model = build.make_model(spec.model, heads=("src_head", "tgt_head"),
                            shapes=build.Shapes((32, 32, 3), 10, 5))
   params, state = jax.eval_shape(
       lambda: models.init_variables(model, jax.random.key(0), (32, 32, 3)))
@@ -94,7 +95,7 @@ def test_encoder_kwargs_are_checked(tmp_path):
   with pytest.raises(train.validation.ConfigError,
                      match="encoder_kwargs has conv_features, which "
                      "'resnet_v1' does not take"):
-    train.validation.check_config(config)
+    spec_lib.from_config(config)
 
 
 def test_weights_of_another_architecture_are_named(tmp_path):
@@ -183,13 +184,13 @@ def test_bfloat16_loss_is_close_to_float32():
 def test_bfloat16_meta_gradient_step_is_finite_and_close(tmp_path):
   results = {}
   for dtype in ("float32", "bfloat16"):
-    config = train.resolve_config(_config(tmp_path, **{"model.dtype": dtype}))
-    method = methods.get("l2tl")
+    spec = spec_lib.from_config(_config(tmp_path, **{"model.dtype": dtype}))
+    method = spec.method
     shapes = build.Shapes((16, 16, 3), 3, 2)
-    model = build.make_model(config, heads=method.heads, shapes=shapes)
+    model = build.make_model(spec.model, heads=method.heads, shapes=shapes)
     params, state = models.init_variables(model, jax.random.key(0),
                                           shapes.image_shape)
-    parts = build.target_stage(config, method=method, model=model,
+    parts = build.target_stage(spec, model=model,
                                params=params, model_state=state,
                                rng=jax.random.key(1),
                                par=parallel.Parallelism())
@@ -207,18 +208,24 @@ def test_bfloat16_meta_gradient_step_is_finite_and_close(tmp_path):
 
 
 def test_preprocessing_follows_the_weights_family(tmp_path):
-  config = train.resolve_config(_config(tmp_path))
+  config = _config(tmp_path)
   config.model.preprocessing_from_weights = True
   config.data.image_size = 32  # The default: filled in.
-  filled = train._preprocessing_for(config, "resnet50")  # pylint: disable=protected-access
-  assert (filled.data.image_size, filled.data.resize_size,
-          filled.data.normalization, filled.data.eval_resize) == (
+  data_of = lambda family: spec_lib.from_config(
+      config, weights_family=family).config["data"]
+  filled = data_of("resnet50")
+  assert (filled["image_size"], filled["resize_size"],
+          filled["normalization"], filled["eval_resize"]) == (
               224, 256, "imagenet", "resize_center_crop")
+  assert spec_lib.from_config(
+      config, weights_family="resnet50").data.spec.image_size == 224
   config.data.normalization = "bit"  # Set by the user: it wins.
-  bit = train._preprocessing_for(config, "bit_r50x1")  # pylint: disable=protected-access
-  assert (bit.data.normalization, bit.data.eval_resize) == ("bit", "resize")
+  bit = data_of("bit_r50x1")
+  assert (bit["normalization"], bit["eval_resize"]) == ("bit", "resize")
   # Our own encoders have no ImageNet preprocessing: nothing changes.
-  assert train._preprocessing_for(config, "lenet") is config  # pylint: disable=protected-access
+  assert data_of("lenet") == data_of(None)
+  config.model.preprocessing_from_weights = False
+  assert data_of("resnet50") == data_of(None)
 
 
 @pytest.mark.slow

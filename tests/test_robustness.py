@@ -26,6 +26,7 @@ from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import loop
 from l2tl_jax import pretrain
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import train
 from l2tl_jax import validation
 from l2tl_jax import workdir as workdir_lib
@@ -52,7 +53,7 @@ def test_every_bad_field_is_named_at_once(tmp_path):
                    "eval.every_steps": -1}))
   config.method = "magic"
   with pytest.raises(validation.ConfigError) as info:
-    validation.check_config(config)
+    spec_lib.from_config(config)
   message = str(info.value)
   assert message.startswith("6 config field(s) cannot be used")
   for text in ("config.method must be one of", "config.train.lr must be >= 0",
@@ -74,10 +75,10 @@ def test_types_schedules_and_options_are_checked(tmp_path):
   with pytest.raises(validation.ConfigError,
                      match=r"config.train.steps must be an integer, got 2.5.*"
                      r"config.train.lr_boundaries must be increasing"):
-    validation.check_config(config)
+    spec_lib.from_config(config)
   config = train.resolve_config(_config(tmp_path, **{"l2tl.reward": "top5"}))
   with pytest.raises(validation.ConfigError, match="config.l2tl: reward"):
-    validation.check_config(config)
+    spec_lib.from_config(config)
 
 
 def test_a_failed_start_writes_nothing(tmp_path):
@@ -298,7 +299,7 @@ def test_a_finished_run_is_read_without_writing(tmp_path):
   config = train.resolve_config(_config(tmp_path))
   workdir = tmp_path / "run"
   workdir.mkdir()
-  workdir_lib.save_config(config, str(workdir), {})
+  workdir_lib.save_config(spec_lib.from_config(config).config, str(workdir), {})
   (workdir / "results.json").write_text('{"status": "completed"}')
   before = sorted(os.listdir(workdir))
   assert train.train_and_evaluate(config, str(workdir)) == {
@@ -310,7 +311,7 @@ def test_structural_changes_are_refused_before_anything_changes(tmp_path):
   config = train.resolve_config(_config(tmp_path, method="l2tl"))
   workdir = tmp_path / "run"
   workdir.mkdir()
-  workdir_lib.save_config(config, str(workdir), {})
+  workdir_lib.save_config(spec_lib.from_config(config).config, str(workdir), {})
   saved = (workdir / "config.json").read_bytes()
   for field, value in (("method", "joint_uniform"),
                        ("model.encoder_kwargs.hidden", 64),
@@ -437,15 +438,15 @@ def test_a_batch_above_the_target_train_set_is_noted(tmp_path, caplog):
 
 @pytest.mark.slow
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path, caplog):
-  config = train.resolve_config(_config(tmp_path))
-  task = data.build_task(config.data)
+  spec = spec_lib.from_config(_config(tmp_path))
+  task = data.build_task(spec.data)
   par = train.parallel.Parallelism()
   cache = str(tmp_path / "cache")
-  params, _, info = pretrain.pretrained(config, task, cache, par)
+  params, _, info = pretrain.pretrained(spec, task, cache, par)
   path = _a_file(info["path"], "variables")
   with open(path, "r+b") as f:
     f.write(b"\0\0\0\0")
-  again, _, info2 = pretrain.pretrained(config, task, cache, par)
+  again, _, info2 = pretrain.pretrained(spec, task, cache, par)
   assert "damaged" in caplog.text
   chex.assert_trees_all_equal(again, params)  # Rebuilt identically.
   assert info2["path"] == info["path"]

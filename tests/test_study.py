@@ -12,6 +12,7 @@ from experiments.configs import default
 from experiments.configs import fashion_tops
 from experiments.configs import tiny
 from l2tl_jax import data
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import train
 from l2tl_jax import validation
 
@@ -96,7 +97,7 @@ def test_an_unknown_mode_is_a_config_error_listing_the_modes():
   message = ("config.l2tl.mode must be one of reference, meta_gradient, "
              "recommended, got 'fast'")
   with pytest.raises(validation.ConfigError, match=message):
-    validation.check_l2tl_mode(config, train.L2TL_MODES)
+    spec_lib.check_mode(config)
   # Reported with the other fields; the fields the mode would have filled
   # (still None) are not.
   resolved = train.resolve_config(default.get_config())
@@ -104,14 +105,15 @@ def test_an_unknown_mode_is_a_config_error_listing_the_modes():
   resolved.l2tl.val_batch_size = None
   resolved.train.steps = 0
   with pytest.raises(validation.ConfigError) as info:
-    validation.check_config(resolved, l2tl_modes=train.L2TL_MODES)
+    spec_lib.from_config(resolved)
   assert str(info.value).startswith(
       f"2 config field(s) cannot be used: {message}; config.train.steps must "
       "be >= 1, got 0.")
   assert "val_batch_size" not in str(info.value)
-  resolved.l2tl.mode = "reference"
+  resolved.l2tl.mode = "reference"  # A known mode: the field is checked.
+  resolved.l2tl.val_batch_size = 0
   with pytest.raises(validation.ConfigError, match="val_batch_size"):
-    validation.check_config(resolved, l2tl_modes=train.L2TL_MODES)
+    spec_lib.from_config(resolved)
 
 
 def _no_runs(monkeypatch):

@@ -13,6 +13,7 @@ import pytest
 
 from experiments.configs import tiny
 from l2tl_jax import methods
+from l2tl_jax import spec as spec_lib
 from l2tl_jax import train
 from l2tl_jax import workdir as workdir_lib
 
@@ -274,28 +275,30 @@ if __name__ == "__main__":
 
 def test_reader_threads_may_change_on_resume(tmp_path):
   from experiments.configs import tiny
-  config = train.resolve_config(tiny.get_config())
-  workdir_lib.save_config(config, str(tmp_path), {})
+  config = tiny.get_config()
+  saved = lambda: spec_lib.from_config(config).config
+  workdir_lib.save_config(saved(), str(tmp_path), {})
   config.data.read_threads = 4
-  assert train.config_changes(config, str(tmp_path)) == {}
+  assert train.config_changes(saved(), str(tmp_path)) == {}
   config.data.image_size = 16  # A data field that is not host-only.
-  assert list(train.config_changes(config, str(tmp_path))) == [
+  assert list(train.config_changes(saved(), str(tmp_path))) == [
       "data.image_size"]
 
 
 def test_a_field_the_saved_run_predates_is_unchanged_at_its_default(tmp_path):
   import json
   from experiments.configs import tiny
-  config = train.resolve_config(tiny.get_config())
-  workdir_lib.save_config(config, str(tmp_path), {})
+  config = tiny.get_config()
+  saved = lambda: spec_lib.from_config(config).config
+  workdir_lib.save_config(saved(), str(tmp_path), {})
   path = tmp_path / "config.json"
   saved = json.loads(path.read_text())
   del saved["l2tl"]["src_selection"]  # As written before the field existed.
   del saved["data"]["source_corrupt_to"]
   path.write_text(json.dumps(saved))
-  assert train.config_changes(config, str(tmp_path)) == {}
+  assert train.config_changes(saved(), str(tmp_path)) == {}
   config.l2tl.src_selection = "first"  # Not the behaviour the run had.
-  assert train.config_changes(config, str(tmp_path)) == {
+  assert train.config_changes(saved(), str(tmp_path)) == {
       "l2tl.src_selection": ("<unset>", "first")}
 
 
@@ -311,13 +314,14 @@ def test_policy_fields_are_no_change_for_methods_without_a_policy(tmp_path):
     workdir.mkdir()
     config = train.resolve_config(tiny.get_config())
     config.method = method
-    workdir_lib.save_config(config, str(workdir), {})
+    saved = lambda: spec_lib.from_config(config).config
+    workdir_lib.save_config(saved(), str(workdir), {})
     if unread:
       config.l2tl[unread] = "reinforce" if unread == "estimator" else "mean"
       config.l2tl.policy_lr = 0.5
-      assert train.config_changes(config, str(workdir)) == {}, method
+      assert train.config_changes(saved(), str(workdir)) == {}, method
     if read:
       config.l2tl[read] = ("reinforce" if read == "estimator" else
                            "reference")
-      assert list(train.config_changes(config, str(workdir))) == [
+      assert list(train.config_changes(saved(), str(workdir))) == [
           f"l2tl.{read}"], method

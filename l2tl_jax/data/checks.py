@@ -37,7 +37,7 @@ def data_dirs(data_config: ml_collections.ConfigDict
   only this project writes.
 
   Args:
-    data_config: the `config.data` ConfigDict.
+    data_config: the `config.data` ConfigDict, or its DataSpec.
 
   Returns:
     (real path, config field ('source' or 'target'), dataset string) each.
@@ -47,7 +47,8 @@ def data_dirs(data_config: ml_collections.ConfigDict
   """
   out = []
   for field in _FIELDS:
-    name = data_config.get(field)
+    name = (data_config.get(field) if hasattr(data_config, 'get')
+            else getattr(data_config, field))
     if not isinstance(name, str):
       continue
     for part, directory in registry.data_dirs(name):
@@ -66,7 +67,7 @@ def check_workdir(workdir: str, data_config: ml_collections.ConfigDict
 
   Args:
     workdir: the run's directory (need not exist yet).
-    data_config: the `config.data` ConfigDict.
+    data_config: the `config.data` ConfigDict, or its DataSpec.
 
   Raises:
     DataError: naming the workdir, the data directory and the config field.

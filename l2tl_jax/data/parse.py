@@ -149,6 +149,9 @@ class DataSpec:
     corruption: source label corruption; None: none.
     allow_overlap: run although evaluation examples are training examples.
     config: the data config as a dict (TransferTask.config, summaries).
+    augment: train batches are augmented (train_crop).
+    read_threads: threads reading a split record by record; None: the
+      pipeline's default.
   """
 
   source: str | None
@@ -170,6 +173,8 @@ class DataSpec:
   corruption: Corruption | None
   allow_overlap: bool
   config: dict[str, Any] = dataclasses.field(compare=False, repr=False)
+  augment: bool = False
+  read_threads: int | None = None
 
 
 def _corruption(config: ml_collections.ConfigDict) -> Corruption | None:
@@ -276,4 +281,6 @@ def data_spec(config: ml_collections.ConfigDict) -> DataSpec:
       corruption=corruption,
       allow_overlap=allow_overlap,
       config=config.to_dict(),
+      augment=bool(config.get('augment', False)),
+      read_threads=config.get('read_threads'),
   )
