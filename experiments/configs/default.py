@@ -103,7 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
   # 'recommended', 'reference' or 'meta_gradient': fills in estimator,
   # reward, class_reduction, baseline_order, src_normalization, num_samples,
   # policy_lr and val_batch_size where they are left None
-  # (l2tl_jax.train.L2TL_MODES). 'reference' is the authors' REINFORCE;
+  # (l2tl_jax.spec.L2TL_MODES). 'reference' is the authors' REINFORCE;
   # 'recommended' the variant chosen by the policy study (README.md:
   # 'alignment_ema', starting as uniform joint training); 'meta_gradient'
   # the exact meta-gradient.
