@@ -37,7 +37,7 @@ from absl import flags
 
 from experiments import cli
 from l2tl_jax import export
-from l2tl_jax import predict
+from l2tl_jax import saved_run
 
 # Its own flag set, as experiments.predict's.
 FLAGS = flags.FlagValues()
@@ -49,7 +49,7 @@ _FORMAT = flags.DEFINE_enum(
     "'safetensors' (torchvision's layout for the torchvision ResNets) or "
     "'orbax' (this project's loader).", flag_values=FLAGS)
 _PARAMS = flags.DEFINE_enum(
-    "params", "final", list(predict.PARAMS),
+    "params", "final", list(saved_run.PARAMS),
     "'final': the params at the run's last step; 'val_selected': those of "
     "its best validation accuracy.", flag_values=FLAGS)
 _OUTPUT = flags.DEFINE_string(
@@ -62,7 +62,7 @@ _OVERWRITE = flags.DEFINE_boolean(
 _TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50")
 
 
-def how_to_load(run: predict.Run, paths: dict[str, str], fmt: str) -> str:
+def how_to_load(run: saved_run.Run, paths: dict[str, str], fmt: str) -> str:
   """One line saying how the written model is read back."""
   encoder = run.model_spec.encoder
   model = paths["model"]
@@ -94,13 +94,13 @@ def run_export(workdir: str, *, fmt: str = "safetensors",
     export.export_run's paths.
 
   Raises:
-    RunError: no usable run in `workdir` (predict.load_run).
+    RunError: no usable run in `workdir` (saved_run.load_run).
     ExportError: files in the way (without `overwrite`).
   """
   warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr,
                                      flush=True))
   out_dir = output or os.path.join(workdir, "export")
-  run = predict.load_run(workdir, params=params)
+  run = saved_run.load_run(workdir, params=params)
   for note in run.notes:
     warn(note)
   paths = export.export_run(run, out_dir, fmt=fmt, overwrite=overwrite)

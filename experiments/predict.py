@@ -51,6 +51,7 @@ from experiments import cli
 from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import predict
+from l2tl_jax import saved_run
 from l2tl_jax.data import folder
 
 # Its own flag set: importable beside experiments.inspect_weights, whose
@@ -63,7 +64,7 @@ _IMAGES = flags.DEFINE_list(
     "images", [], "Image files and folders, comma-separated (more may follow "
     "the flags as arguments).", flag_values=FLAGS)
 _PARAMS = flags.DEFINE_enum(
-    "params", "final", list(predict.PARAMS),
+    "params", "final", list(saved_run.PARAMS),
     "'final': the params at the run's last step; 'val_selected': those of "
     "its best validation accuracy.", flag_values=FLAGS)
 _TOP_K = flags.DEFINE_integer("top_k", 5, "Classes shown per image.",
@@ -224,12 +225,12 @@ def run_predict(workdir: str, images: Sequence[str], *,
     matrix as lists) and 'plot'}.
 
   Raises:
-    RunError: no usable run in `workdir` (predict.load_run).
+    RunError: no usable run in `workdir` (saved_run.load_run).
     DataError: a missing path, unknown class folders, or no usable image.
   """
   warn = warn or (lambda line: print(f"warning: {line}", file=sys.stderr,
                                      flush=True))
-  run = predict.load_run(workdir, params=params)
+  run = saved_run.load_run(workdir, params=params)
   for note in run.notes:
     warn(note)
   items, notes = collect_images(images, run.class_names)

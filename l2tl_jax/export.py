@@ -55,7 +55,7 @@ from safetensors import numpy as st_numpy
 
 from l2tl_jax import checkpointing
 from l2tl_jax import loading
-from l2tl_jax import predict
+from l2tl_jax import saved_run
 from l2tl_jax import weights
 from l2tl_jax.data import preprocess
 from l2tl_jax.families import torchvision
@@ -183,7 +183,7 @@ def read_flat(path: str) -> tuple[dict[str, Any], dict[str, Any],
   return params, tree, metadata
 
 
-def preprocessing(run: predict.Run, *, input_layout: str = "NHWC"
+def preprocessing(run: saved_run.Run, *, input_layout: str = "NHWC"
                   ) -> dict[str, Any]:
   """preprocessing.json: what an image goes through before the model.
 
@@ -256,7 +256,7 @@ def write_bytes_atomic(path: str, content: bytes) -> None:
     raise
 
 
-def _metadata(run: predict.Run, kind: str) -> dict[str, str]:
+def _metadata(run: saved_run.Run, kind: str) -> dict[str, str]:
   return {
       "format": "pt" if kind == "torchvision" else "l2tl_jax",
       "layout": kind,
@@ -292,12 +292,12 @@ def _write_orbax(path: str, params: Any, model_state: Any) -> None:
         shutil.rmtree(leftover)
 
 
-def export_run(run: predict.Run, out_dir: str, *, fmt: str = "safetensors",
+def export_run(run: saved_run.Run, out_dir: str, *, fmt: str = "safetensors",
                overwrite: bool = False) -> dict[str, str]:
   """Writes the run's encoder, target head, labels and preprocessing.
 
   Args:
-    run: the run (`predict.load_run`, with the params to export).
+    run: the run (`saved_run.load_run`, with the params to export).
     out_dir: the directory (created if missing).
     fmt: 'safetensors' or 'orbax' (module docstring).
     overwrite: replace files an earlier export left.

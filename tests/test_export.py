@@ -22,7 +22,7 @@ from safetensors import numpy as st_numpy
 from experiments import export as export_cli
 from l2tl_jax import export
 from l2tl_jax import models
-from l2tl_jax import predict
+from l2tl_jax import saved_run
 from l2tl_jax import weights
 from test_predict import fake_config
 from test_predict import fake_run
@@ -83,7 +83,7 @@ def _resnet_run(tmp_path, encoder="resnet_v1", num_classes=3, size=32,
   fake_run(workdir, config=config, class_names=names,
            image_shape=(size, size, 3), steps=(10,), best_step=10,
            variables=lambda seed: variables)
-  return predict.load_run(workdir)
+  return saved_run.load_run(workdir)
 
 
 @pytest.fixture(name="run_dir")
@@ -155,7 +155,7 @@ def test_resnet_round_trip_through_the_projects_loader(tmp_path):
 def test_lenet_round_trips_orbax_and_flat(tmp_path):
   workdir = str(tmp_path / "run")
   fake_run(workdir)
-  run = predict.load_run(workdir, params="val_selected")
+  run = saved_run.load_run(workdir, params="val_selected")
   images = np.random.default_rng(0).random((3, 32, 32, 1), np.float32)
   logits = _logits_fn(run.model)
   expected = logits(run.variables, images)
@@ -195,13 +195,13 @@ def test_lenet_round_trips_orbax_and_flat(tmp_path):
 
 
 def test_bit_normalisation_is_mean_and_std_one_half(run_dir):
-  run = predict.load_run(run_dir)
+  run = saved_run.load_run(run_dir)
   prep = export.preprocessing(dataclasses.replace(run, normalization="bit"))
   assert prep["mean"] == [0.5] and prep["std"] == [0.5]
 
 
 def test_never_overwrites_without_overwrite(tmp_path, run_dir):
-  run = predict.load_run(run_dir)
+  run = saved_run.load_run(run_dir)
   out = str(tmp_path / "export")
   paths = export.export_run(run, out)
   before = {p: open(p, "rb").read() for p in paths.values()}
@@ -210,7 +210,7 @@ def test_never_overwrites_without_overwrite(tmp_path, run_dir):
   assert {p: open(p, "rb").read() for p in paths.values()} == before
   # Only the files of the format asked for are in the way.
   export.export_run(run, str(tmp_path / "other"), fmt="orbax")
-  again = predict.load_run(run_dir, params="val_selected")
+  again = saved_run.load_run(run_dir, params="val_selected")
   export.export_run(again, out, overwrite=True)
   assert open(paths["model"], "rb").read() != before[paths["model"]]
   export.export_run(again, out, fmt="orbax", overwrite=True)

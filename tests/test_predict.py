@@ -1,4 +1,4 @@
-"""l2tl_jax/predict.py and experiments/predict.py.
+"""l2tl_jax/saved_run.py, l2tl_jax/predict.py and experiments/predict.py.
 
 Fast tier: runs written by hand (a config.json, checkpoints saved by the
 Checkpointer, a results.json) so that every path of loading, predicting,
@@ -29,6 +29,7 @@ from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import models
 from l2tl_jax import predict
+from l2tl_jax import saved_run
 from l2tl_jax import spec as spec_lib
 from l2tl_jax.data import preprocess
 
@@ -122,13 +123,13 @@ def _logits(run, images):
 def test_load_run_final_and_val_selected(tmp_path):
   workdir = str(tmp_path / "run")
   saved = fake_run(workdir)
-  final = predict.load_run(workdir)
+  final = saved_run.load_run(workdir)
   assert final.class_names == CLASSES
   assert final.image_shape == (32, 32, 1) and final.step == 40
   assert final.spec == preprocess.ImageSpec(32, 1, "auto")
   assert final.normalization == "unit" and final.notes == ()
   chex.assert_trees_all_equal(final.variables["params"], saved[40][0])
-  selected = predict.load_run(workdir, params="val_selected")
+  selected = saved_run.load_run(workdir, params="val_selected")
   assert selected.step == 20 and selected.params == "val_selected"
   chex.assert_trees_all_equal(selected.variables["params"],
                               saved["best"][0])
@@ -137,7 +138,7 @@ def test_load_run_final_and_val_selected(tmp_path):
 def test_val_selected_equal_to_the_final_params_is_a_warning(tmp_path):
   workdir = str(tmp_path / "run")
   fake_run(workdir, best_step=40)
-  run = predict.load_run(workdir, params="val_selected")
+  run = saved_run.load_run(workdir, params="val_selected")
   assert run.step == 40
   assert run.notes == ("The best validation accuracy (0.7500) was at the "
                        "last evaluation, step 40: the val_selected params are "
@@ -150,13 +151,13 @@ def test_val_selected_without_selection_is_an_error(tmp_path):
   config = fake_config()
   config.eval.every_steps = 0
   fake_run(workdir, config=config, best_step=0)
-  with pytest.raises(predict.RunError) as e:
-    predict.load_run(workdir, params="val_selected")
+  with pytest.raises(saved_run.RunError) as e:
+    saved_run.load_run(workdir, params="val_selected")
   message = str(e.value)
   assert "\n" not in message
   assert "config.eval.every_steps=0: no periodic evaluation" in message
   assert message.endswith("use the final ones (--params=final).")
-  assert predict.load_run(workdir).step == 40  # The final ones are there.
+  assert saved_run.load_run(workdir).step == 40  # The final ones are there.
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -175,8 +176,8 @@ def test_no_usable_run_is_one_line(tmp_path, case, expected):
       shutil.rmtree(os.path.join(workdir, "checkpoints"))
     else:
       os.remove(os.path.join(workdir, "config.json"))
-  with pytest.raises(predict.RunError, match=re.escape(expected)) as e:
-    predict.load_run(workdir)
+  with pytest.raises(saved_run.RunError, match=re.escape(expected)) as e:
+    saved_run.load_run(workdir)
   assert "\n" not in str(e.value)
 
 
@@ -187,8 +188,8 @@ def test_a_run_of_another_version_is_one_line(tmp_path):
   other.model.encoder_kwargs.hidden = 64
   fake_run(workdir, variables=lambda seed: _variables(other, (32, 32, 1), 3,
                                                       seed))
-  with pytest.raises(predict.RunError) as e:
-    predict.load_run(workdir)
+  with pytest.raises(saved_run.RunError) as e:
+    saved_run.load_run(workdir)
   message = str(e.value)
   assert "\n" not in message
   assert "saved by another version of l2tl_jax" in message
@@ -200,8 +201,8 @@ def test_a_run_of_another_version_is_one_line(tmp_path):
   saved["model"]["encoder"] = "lenet_v9"
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(saved, f)
-  with pytest.raises(predict.RunError, match="Unknown encoder 'lenet_v9'"):
-    predict.load_run(workdir)
+  with pytest.raises(saved_run.RunError, match="Unknown encoder 'lenet_v9'"):
+    saved_run.load_run(workdir)
 
 
 def test_a_damaged_latest_step_is_passed_over_and_kept(tmp_path):
@@ -212,7 +213,7 @@ def test_a_damaged_latest_step_is_passed_over_and_kept(tmp_path):
     damaged = os.path.join(step_dir, sorted(json.load(f))[-1])
   with open(damaged, "ab") as f:
     f.write(b"\0")
-  run = predict.load_run(workdir)
+  run = saved_run.load_run(workdir)
   assert run.step == 20
   chex.assert_trees_all_equal(run.variables["params"], saved[20][0])
   assert len(run.notes) == 2
@@ -235,7 +236,7 @@ def test_an_unfinished_run_takes_class_names_from_its_data(tmp_path):
   config.data.data_dir = str(tmp_path / "tfds")
   workdir = str(tmp_path / "run")
   fake_run(workdir, config=config, class_names=("ant", "bee"), results=False)
-  run = predict.load_run(workdir)
+  run = saved_run.load_run(workdir)
   assert run.class_names == ("ant", "bee")
   assert run.notes == (f"The run in {workdir} is not finished (no "
                        "results.json): using checkpoint step 40 of 40.",)
@@ -245,7 +246,7 @@ def test_an_unfinished_run_takes_class_names_from_its_data(tmp_path):
 
 
 def test_predict_fn_is_softmax_of_the_target_logits(run_dir):
-  run = predict.load_run(run_dir)
+  run = saved_run.load_run(run_dir)
   images = np.random.default_rng(0).random((4, 32, 32, 1), np.float32)
   probs = predict.make_predict_fn(run.model)(run.variables, images)
   chex.assert_shape(probs, (4, 3))
@@ -256,7 +257,7 @@ def test_predict_fn_is_softmax_of_the_target_logits(run_dir):
 
 def test_predict_files_batches_compile_once_and_match_one_by_one(
     run_dir, tmp_path):
-  run = predict.load_run(run_dir)
+  run = saved_run.load_run(run_dir)
   rng = np.random.default_rng(0)
   paths = [_png(str(tmp_path / f"{i}.png"),
                 rng.integers(0, 256, (28, 28, 1))) for i in range(5)]
@@ -277,7 +278,7 @@ def test_predict_files_batches_compile_once_and_match_one_by_one(
 
 
 def test_undecodable_images_are_skipped_and_listed(run_dir, tmp_path):
-  run = predict.load_run(run_dir)
+  run = saved_run.load_run(run_dir)
   good = _png(str(tmp_path / "good.png"), np.zeros((32, 32, 1)))
   broken = str(tmp_path / "broken.png")
   with open(broken, "wb") as f:
@@ -299,14 +300,14 @@ def test_undecodable_images_are_skipped_and_listed(run_dir, tmp_path):
 def test_gray_and_rgb_are_converted_as_the_runs_data(run_dir, tmp_path):
   rng = np.random.default_rng(1)
   rgb = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
-  gray_run = predict.load_run(run_dir)  # channels=1
+  gray_run = saved_run.load_run(run_dir)  # channels=1
   gray = predict.prepare(rgb, gray_run)
   np.testing.assert_array_equal(gray, preprocess.convert_channels(rgb, 1))
   config = fake_config()
   config.data.channels = 3
   workdir = str(tmp_path / "rgb_run")
   fake_run(workdir, config=config, image_shape=(32, 32, 3))
-  rgb_run = predict.load_run(workdir)
+  rgb_run = saved_run.load_run(workdir)
   np.testing.assert_array_equal(predict.prepare(gray, rgb_run),
                                 np.repeat(gray, 3, axis=-1))
   # A gray PNG and an RGBA PNG both predict on the RGB run.

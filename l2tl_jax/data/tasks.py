@@ -35,7 +35,7 @@ from l2tl_jax.data.labels import LabelMap, corrupt_labels, label_map
 from l2tl_jax.data.parse import Draw, image_specs
 from l2tl_jax.data.splits import Split, TransferTask
 
-# The pieces a task is built from are offered here too (predict.py reads
+# The pieces a task is built from are offered here too (saved_run.py reads
 # label_map and image_specs, the pipeline Split).
 __all__ = ['Draw', 'LabelMap', 'Split', 'TransferTask', 'build_task',
            'corrupt_labels', 'draw_splits', 'image_specs', 'label_map',
