@@ -63,6 +63,40 @@ def test_label_mod_maps_original_labels_and_joins_names(tfds_dir, animals):
   assert task.tgt_train.class_counts() == [3, 3]  # Per task class.
 
 
+def test_source_label_groups_merge_source_classes(tfds_dir, animals):
+  # animals: ant, bee, cat, dog, eel (0..4); 12 images each.
+  task = data.build_task(_config(
+      tfds_dir, animals, source_label_groups=(("dog", "ant"), (2,))))
+  assert task.src_class_names == ['dog|ant', 'cat']
+  # Image j of class c has the value 10 c + j (j < 12): ant 0..11, cat
+  # 20..31, dog 30..41; bee and eel are left out.
+  values = _values(task.src_train)
+  assert sorted(values.tolist()) == sorted(
+      [*range(0, 12), *range(20, 32), *range(30, 42)])
+  labels = task.src_train.labels
+  np.testing.assert_array_equal(labels[values < 12], 0)  # ant -> dog|ant
+  np.testing.assert_array_equal(labels[(values >= 20) & (values < 30)], 1)
+  np.testing.assert_array_equal(labels[values >= 32], 0)  # dog
+  assert task.src_train.class_counts() == [24, 12]
+  assert data.source_class_names(_config(
+      tfds_dir, animals, source_label_groups=(("dog", "ant"), (2,)))) == [
+          'dog|ant', 'cat']
+
+
+@pytest.mark.parametrize('groups, source_classes, message', [
+    ((('ant', 'bee'), ('bee',)), None, 'in two groups'),
+    ((('ant', 'ant'), ('bee',)), None, 'in two groups or twice'),
+    ((('ant',), ()), None, 'empty group'),
+    ((('ant', 'bee'),), None, 'single class'),
+    ((('ant',), ('bee',)), ('ant', 'bee'), 'source_classes=None'),
+])
+def test_bad_source_label_groups_are_named(tfds_dir, animals, groups,
+                                           source_classes, message):
+  with pytest.raises(data.DataError, match=message):
+    data.build_task(_config(tfds_dir, animals, source_label_groups=groups,
+                            source_classes=source_classes))
+
+
 def test_per_class_draws_are_disjoint_and_cover_the_rest(tfds_dir, animals):
   task = data.build_task(_config(tfds_dir, animals))
   train, val, test = task.tgt_train, task.tgt_val, task.tgt_test

@@ -36,6 +36,11 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   config.source_split = 'train'
   # Source classes to keep, relabelled 0..n-1 in this order; None keeps all.
   config.source_classes = config_dict.placeholder(tuple)
+  # Source classes merged into coarser ones: a tuple of groups, each a tuple
+  # of classes (names or indices); group k becomes source class k, named by
+  # its members joined with '|'; classes in no group are left out. None: no
+  # merging. Exclusive with source_classes.
+  config.source_label_groups = config_dict.placeholder(tuple)
   # Source examples per class; None takes every example of the kept classes.
   config.source_train_per_class = config_dict.placeholder(int)
   # Split of the source test examples (pre-training evaluation); None: none.

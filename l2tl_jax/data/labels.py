@@ -38,6 +38,44 @@ def _two_or_more(labels_map: LabelMap, dataset: str, field: str,
   return labels_map
 
 
+def group_map(class_names: Sequence[str], groups: Sequence[Sequence[Any]],
+              *, dataset: str, field: str) -> LabelMap:
+  """Source classes merged: group k of `groups` becomes class k.
+
+  Args:
+    class_names: the dataset's class names, in original label order.
+    groups: groups of classes (names or indices); each class in at most one
+      group; classes in no group are dropped.
+    dataset: dataset string, for messages.
+    field: config field, for messages.
+
+  Returns:
+    The LabelMap; class k is named by its members' names joined with '|'.
+
+  Raises:
+    DataError: an empty group, an unknown class, a class in two groups, or
+      fewer than two groups.
+  """
+  names = list(class_names)
+  new_label = np.full(len(names), -1, np.int64)
+  new_names = []
+  for k, group in enumerate(groups):
+    if isinstance(group, (str, int)):
+      group = (group,)
+    if not group:
+      raise DataError(f'{field} has an empty group (number {k}); list the '
+                      'classes each group merges.')
+    members = [sources.resolve_class(c, names, dataset, field) for c in group]
+    taken = [names[m] for m in members if new_label[m] >= 0]
+    if taken or len(set(members)) < len(members):
+      raise DataError(f'{field} puts a class in two groups or twice in one '
+                      f'({taken or list(group)}); each class merges once.')
+    new_label[members] = k
+    new_names.append('|'.join(names[m] for m in members))
+  return _two_or_more(LabelMap(new_label, tuple(new_names)), dataset, field,
+                      None)
+
+
 def label_map(
     class_names: Sequence[str], classes: Sequence[Any] | None,
     label_mod: int | None, *, dataset: str, field: str,

@@ -128,6 +128,8 @@ class DataSpec:
   Attributes:
     source: source dataset string; None: a target-only task.
     source_classes: source classes to keep (indices or names); None: all.
+    source_label_groups: source classes merged into coarser ones (group k
+      becomes class k); None: no merging.
     src_draws: the source splits to draw (src_train, then src_test); () when
       source is None.
     target: target dataset string.
@@ -156,6 +158,7 @@ class DataSpec:
 
   source: str | None
   source_classes: tuple[Any, ...] | None
+  source_label_groups: tuple[tuple[Any, ...], ...] | None
   src_draws: tuple[Draw, ...]
   target: str
   target_classes: tuple[Any, ...] | None
@@ -257,6 +260,13 @@ def data_spec(config: ml_collections.ConfigDict) -> DataSpec:
     # (e.g. the authors' Pets: 20 per class for validation, the rest train).
     tgt_draws = tgt_draws[1:] + tgt_draws[:1]
   corruption = _corruption(config)
+  groups = config.get('source_label_groups')
+  if groups is not None:
+    groups = tuple(_as_tuple(g) for g in groups)
+    if config.get('source_classes') is not None:
+      raise DataError(
+          'source_classes and source_label_groups are both set; the groups '
+          'name the classes they keep: set source_classes=None.')
   allow_overlap = config.get('allow_overlap', False)
   if not isinstance(allow_overlap, bool):
     raise DataError(
@@ -264,6 +274,7 @@ def data_spec(config: ml_collections.ConfigDict) -> DataSpec:
   return DataSpec(
       source=config.source,
       source_classes=_as_tuple(config.get('source_classes')),
+      source_label_groups=groups,
       src_draws=tuple(src_draws),
       target=config.target,
       target_classes=_as_tuple(config.target_classes),

@@ -31,7 +31,7 @@ from l2tl_jax.data import preprocess
 from l2tl_jax.data import registry
 from l2tl_jax.data import sources
 from l2tl_jax.data.errors import DataError
-from l2tl_jax.data.labels import LabelMap, corrupt_labels, label_map
+from l2tl_jax.data.labels import LabelMap, corrupt_labels, group_map, label_map
 from l2tl_jax.data.parse import Draw, image_specs
 from l2tl_jax.data.splits import Split, TransferTask
 
@@ -282,6 +282,9 @@ def _open(spec: parse.DataSpec, name: str) -> sources.Dataset:
 
 
 def _source_map(spec: parse.DataSpec, src_ds: sources.Dataset) -> LabelMap:
+  if spec.source_label_groups is not None:
+    return group_map(src_ds.class_names, spec.source_label_groups,
+                     dataset=spec.source, field='source_label_groups')
   return label_map(src_ds.class_names, spec.source_classes, None,
                    dataset=spec.source, field='source_classes')
 
