@@ -83,6 +83,22 @@ def test_source_label_groups_merge_source_classes(tfds_dir, animals):
           'dog|ant', 'cat']
 
 
+def test_corrupted_classes_name_the_merged_classes(tfds_dir, animals):
+  config = _config(tfds_dir, animals, source_label_groups=(("dog", "ant"),
+                                                           ("cat",)),
+                   source_corrupt_classes=("dog|ant",),
+                   source_corrupt_fraction=0.5)
+  task = data.build_task(config)
+  record = task.src_corruption
+  assert record['classes'] == ['dog|ant'] and record['labels'] == [0]
+  # Half of the 24 merged examples (halves rounded up) move to 'cat'.
+  assert record['per_class'] == [{'class': 'dog|ant', 'examples': 24,
+                                  'changed': 12}]
+  assert record['changed_to'] == [0, 12]
+  config.source_corrupt_classes = (1,)  # By index, of the merged classes.
+  assert data.build_task(config).src_corruption['classes'] == ['cat']
+
+
 @pytest.mark.parametrize('groups, source_classes, message', [
     ((('ant', 'bee'), ('bee',)), None, 'in two groups'),
     ((('ant', 'ant'), ('bee',)), None, 'in two groups or twice'),

@@ -49,7 +49,8 @@ def get_default_data_config() -> ml_collections.ConfigDict:
   # source train examples when drawn from the same split).
   config.source_test_per_class = config_dict.placeholder(int)
   # Source classes whose train labels are corrupted (indices or names, as
-  # source_classes); None: every source class when the fraction is above 0.
+  # source_classes; with source_label_groups, of the merged classes); None:
+  # every source class when the fraction is above 0.
   config.source_corrupt_classes = config_dict.placeholder(tuple)
   # Share of each such class's src_train examples relabelled as a uniformly
   # random other source class (src_test stays clean); 0.0: no corruption.

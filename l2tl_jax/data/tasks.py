@@ -206,9 +206,12 @@ def _check_every_class_drawn(
 def _corrupt_source(
     corruption: parse.Corruption | None, source: str | None,
     src_ds: sources.Dataset | None, src_map: LabelMap | None,
-    src_train: Split | None,
+    src_train: Split | None, *, grouped: bool = False,
 ) -> tuple[Split | None, dict[str, Any] | None]:
-  """Applies the parsed source_corrupt_* to src_train: (split, record)."""
+  """Applies the parsed source_corrupt_* to src_train: (split, record).
+
+  The classes name the dataset's classes, or, with `grouped`
+  (source_label_groups), the merged ones (by name or index)."""
   if corruption is None:
     return src_train, None
   num_classes = len(src_map.class_names)
@@ -218,6 +221,10 @@ def _corrupt_source(
   else:
     labels = []
     for given in classes:
+      if grouped:
+        labels.append(sources.resolve_class(
+            given, src_map.class_names, source, 'source_corrupt_classes'))
+        continue
       original = sources.resolve_class(given, src_ds.class_names, source,
                                        'source_corrupt_classes')
       label = int(src_map.new_label[original])
@@ -341,7 +348,8 @@ def build_task(
                       classes_field='source_classes', **common)
   src_names = [] if src_map is None else list(src_map.class_names)
   src_train, src_corruption = _corrupt_source(
-      spec.corruption, spec.source, src_ds, src_map, src.get('src_train'))
+      spec.corruption, spec.source, src_ds, src_map, src.get('src_train'),
+      grouped=spec.source_label_groups is not None)
 
   tgt_ds = _open(spec, spec.target)
   tgt_map = label_map(tgt_ds.class_names, spec.target_classes,
