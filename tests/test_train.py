@@ -289,16 +289,16 @@ def test_a_field_the_saved_run_predates_is_unchanged_at_its_default(tmp_path):
   import json
   from experiments.configs import tiny
   config = tiny.get_config()
-  saved = lambda: spec_lib.from_config(config).config
-  workdir_lib.save_config(saved(), str(tmp_path), {})
+  current = lambda: spec_lib.from_config(config).config
+  workdir_lib.save_config(current(), str(tmp_path), {})
   path = tmp_path / "config.json"
   saved = json.loads(path.read_text())
   del saved["l2tl"]["src_selection"]  # As written before the field existed.
   del saved["data"]["source_corrupt_to"]
   path.write_text(json.dumps(saved))
-  assert train.config_changes(saved(), str(tmp_path)) == {}
+  assert train.config_changes(current(), str(tmp_path)) == {}
   config.l2tl.src_selection = "first"  # Not the behaviour the run had.
-  assert train.config_changes(saved(), str(tmp_path)) == {
+  assert train.config_changes(current(), str(tmp_path)) == {
       "l2tl.src_selection": ("<unset>", "first")}
 
 
