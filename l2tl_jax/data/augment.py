@@ -130,10 +130,27 @@ def random_resized_crop_batch(
   Returns:
     uint8 [B, size, size, C].
   """
-  b, h, w, c = images.shape
+  b, h, w, _ = images.shape
   windows = random_resized_crop_params(rng, b, h, w, scale=scale, ratio=ratio)
   flip = rng.random(size=b) < 0.5
-  out = np.empty((b, size, size, c), np.uint8)
+  return crop_resize_flip(images, windows, flip, size)
+
+
+def crop_resize_flip(images: np.ndarray, windows: np.ndarray,
+                     flip: np.ndarray, size: int) -> np.ndarray:
+  """Each image cropped to its window (top, left, height, width), resized to
+  size x size (bilinear, antialiased, PIL) and flipped where `flip`.
+
+  Args:
+    images: uint8 [B, H, W, C].
+    windows: int [B, 4].
+    flip: bool [B].
+    size: output side.
+
+  Returns:
+    uint8 [B, size, size, C].
+  """
+  out = np.empty((len(images), size, size, images.shape[-1]), np.uint8)
   for k, (top, left, crop_h, crop_w) in enumerate(windows):
     crop = np.ascontiguousarray(
         images[k, top : top + crop_h, left : left + crop_w])

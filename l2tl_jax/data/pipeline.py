@@ -128,16 +128,10 @@ def _random_resized_crop_rows(images: np.ndarray, rng: np.random.Generator,
   """Rows `rows` of augment.random_resized_crop_batch over a batch of
   `total` rows whose rows `rows` are `images`: the same draws (windows, then
   flips, for all `total` rows), applied to these rows only."""
-  _, h, w, c = images.shape
+  _, h, w, _ = images.shape
   windows = augment_lib.random_resized_crop_params(rng, total, h, w)[rows]
   flip = (rng.random(size=total) < 0.5)[rows]
-  out = np.empty((len(images), size, size, c), np.uint8)
-  for k, (top, left, crop_h, crop_w) in enumerate(windows):
-    crop = np.ascontiguousarray(
-        images[k, top : top + crop_h, left : left + crop_w])
-    resized = preprocess.pil_resize(crop, size, size)
-    out[k] = resized[:, ::-1] if flip[k] else resized
-  return out
+  return augment_lib.crop_resize_flip(images, windows, flip, size)
 
 
 def _train_batch(index: int, positions: np.ndarray, *, split: Split,
