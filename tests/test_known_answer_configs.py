@@ -7,8 +7,12 @@ import pytest
 from conftest_data import needs_fashion, tfds_dir  # pylint: disable=unused-import
 from experiments import study
 from experiments.configs import crossed_noise
+from experiments.configs import crossed_noise_small
 from experiments.configs import fashion_tops
 from experiments.configs import label_mismatch
+from experiments.configs import label_mismatch_small
+from experiments.configs import mismatch_noise
+from experiments.configs import mismatch_noise_small
 from experiments.configs import mixed_domain
 from l2tl_jax import data
 from l2tl_jax.data.kinds import joined
@@ -86,3 +90,18 @@ def test_crossed_noise_labels(tfds_dir):
   assert np.all(noisy[changed] != clean[changed])
   record = task.summary()['source_corruption']
   assert record['changed'] == 1000 and record['to'] == 'other'
+
+
+@pytest.mark.parametrize('small, parent', [
+    (label_mismatch_small, label_mismatch),
+    (mismatch_noise_small, mismatch_noise),
+    (crossed_noise_small, crossed_noise)])
+def test_small_benchmarks_differ_from_their_parent_in_the_target_only(
+    small, parent):
+  config, base = small.get_config(), parent.get_config()
+  assert (config.data.target_train_per_class,
+          base.data.target_train_per_class) == (10, 20)
+  # The rest, the source (so its pre-training cache) included, is the
+  # parent's.
+  config.data.target_train_per_class = 20
+  assert config.to_dict() == base.to_dict()
