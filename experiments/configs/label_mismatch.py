@@ -61,7 +61,9 @@ oracle_up, test %), none showing a gap:
 Learned policies, measured after the rows above were committed (same
 study, 5 seeds; experiments/reports/study/label_mismatch, README.md): every
 alignment estimator ranks the clothing above the digits: alignment_ema
-92.17 ± 0.35 (AUC 0.05), alignment_reinforce 92.04 ± 0.70 (AUC 0.23),
+92.17 ± 0.35 (AUC 0.05; scored over the whole encoder instead of fc1/fc2,
+alignment_ema_exact, 92.04 ± 0.35, AUC 0.04: the dense-layers shortcut is
+not the cause), alignment_reinforce 92.04 ± 0.70 (AUC 0.23),
 l2rw 92.70 ± 0.50 (AUC 0.12); reinforce_reference 92.34 ± 0.64 (AUC
 0.44), meta_gradient 91.99 ± 0.35 (AUC 0.49); DATL ranks the digits first
 (AUC 1.00) and is the best row with oracle_up.
