@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import scipy.stats
 
+from l2tl_jax import agreement
 from l2tl_jax import methods
 
 
@@ -381,7 +382,51 @@ def source_relevance(
       out["without_weights"].append(method)
     else:
       out["methods"][method] = entry
+  _datl_agreement(runs, out["methods"])
   return out
+
+
+def _datl_agreement(runs, entries) -> None:
+  """Adds 'datl_agreement' to each learned entry whose seeds have DATL's
+  estimate: the run's own ('datl_estimate') or a DATL row's weights of the
+  same seed (the same pre-training and target draw)."""
+  datl_rows = {s: r["datl_class_weights"]
+               for method, seed_runs in runs.items()
+               if entries.get(method, {}).get("kind") == "datl"
+               for s, _, r in seed_runs if r.get("datl_class_weights")}
+  for method, entry in entries.items():
+    if entry["kind"] != "learned":
+      continue
+    per_seed = []
+    for s, _, r in runs[method]:
+      learned = (r.get("policy") or {}).get("expected_class_weights")
+      estimate = r.get("datl_estimate") or datl_rows.get(s)
+      if learned and estimate and set(learned) == set(estimate):
+        per_seed.append((s, agreement.agreement(learned, estimate)))
+    if per_seed:
+      entry["datl_agreement"] = {
+          "seeds": [s for s, _ in per_seed],
+          "rank_corr": [a["rank_corr_with_datl"] for _, a in per_seed],
+          "disagreeing_seeds": [s for s, a in per_seed if a["disagrees"]],
+      }
+
+
+def _datl_agreement_text(a: dict[str, Any]) -> str:
+  """One paragraph on a learned method's agreement with DATL's ranking."""
+  corr = ", ".join("-" if c is None else f"{c:.2f}" for c in a["rank_corr"])
+  text = (f"Spearman rank correlation with DATL's estimate (the pre-trained "
+          f"source classifier on the target train images), per seed "
+          f"({', '.join(map(str, a['seeds']))}): {corr}.")
+  bad = a["disagreeing_seeds"]
+  if not bad:
+    return text + " No seed disagrees."
+  return text + (
+      f" Seed{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))} "
+      "rank the classes against DATL with weights that moved apart: on the "
+      "label-mismatch benchmarks, where the alignment estimators ranked the "
+      "irrelevant classes first, every seed did; where they ranked right, "
+      "none did. Compare with the datl and joint_uniform rows before "
+      "trusting this ranking.")
 
 
 def _shown(rows: list, max_rows: int | None) -> list:
@@ -488,6 +533,8 @@ def relevance_markdown(relevance: dict[str, Any],
       facts.append(f"rank agreement across seeds (mean pairwise Spearman) "
                    f"{e['spearman']:.2f}")
     lines += ["; ".join(facts) + ".", ""]
+    if e.get("datl_agreement"):
+      lines += [_datl_agreement_text(e["datl_agreement"]), ""]
     if max_rows is not None and len(e["classes"]) > max_rows:
       lines += [f"Top and bottom {max(1, max_rows // 2)} of "
                 f"{len(e['classes'])} classes.", ""]

@@ -10,6 +10,7 @@ steps, and the input streams. The host loop (`l2tl_jax.loop`) drives it.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import jax
@@ -111,6 +112,7 @@ class Run:
     rng_init, rng_state = jax.random.split(jax.random.key(spec.seed))
     params, model_state = models.init_variables(model, rng_init,
                                                 task.image_shape)
+    self.src_head_loaded = False
     if method.init == "pretrained":
       params, model_state = self._load(spec, task, workdir, par, method,
                                        params, model_state, loaded)
@@ -119,6 +121,14 @@ class Run:
       datl_weights = datl_class_weights(
           model, params, model_state, task,
           batch_size=spec.eval.batch_size, par=par)
+    elif method.class_weights == "learned" and self.src_head_loaded:
+      # What DATL would weight, to compare the learned ranking with at the
+      # end (`selection_check`); nothing in training reads it.
+      self.info["datl_estimate"] = dict(zip(
+          task.src_class_names,
+          (round(float(w), 6) for w in datl_class_weights(
+              model, params, model_state, task,
+              batch_size=spec.eval.batch_size, par=par))))
     class_weights = build.fixed_class_weights(
         method, shapes, datl_weights, spec.policy.fixed_class_weights)
     if datl_weights is not None:
@@ -164,6 +174,10 @@ class Run:
           spec, task, cache, par)
       self.info["pretrain"] = info
       source = f"source pre-training {info['path']}"
+    # The source head holds a trained source classifier (DATL's estimate
+    # reads it) unless it stays fresh.
+    self.src_head_loaded = "src_head" in parts and not any(
+        re.fullmatch(p, "src_head/Dense_0/kernel") for p in spec.model.dont_load)
     return loading.merge_variables(
         params, model_state, src_params, src_model_state, parts=parts,
         dont_load=spec.model.dont_load, source=source)

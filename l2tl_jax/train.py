@@ -33,6 +33,7 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from l2tl_jax import agreement
 from l2tl_jax import atomic
 from l2tl_jax import data
 from l2tl_jax import distributed
@@ -183,6 +184,27 @@ def _prefixed(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
   return {prefix + k: v for k, v in d.items()}
 
 
+def selection_check(results: dict[str, Any]) -> dict[str, Any] | None:
+  """`agreement.agreement` of a run's learned class weights with DATL's
+  estimate (results' 'policy' and 'datl_estimate'); warns when they
+  disagree. None without both."""
+  learned = (results.get("policy") or {}).get("expected_class_weights")
+  estimate = results.get("datl_estimate")
+  if not learned or not estimate:
+    return None
+  check = agreement.agreement(learned, estimate)
+  if check["disagrees"]:
+    logging.warning(
+        "The learned source class weights rank the classes against DATL's "
+        "estimate from the pre-trained source classifier (Spearman %.2f). "
+        "Where the two disagreed on the benchmarks (label mismatch: no "
+        "target class in the source), the learned ranking was the wrong "
+        "one: compare with --config.method=datl and joint_uniform before "
+        "trusting it (README: Where selection pays).",
+        check["rank_corr_with_datl"])
+  return check
+
+
 def _final_results(run: run_lib.Run, best, host) -> dict[str, Any]:
   """results.json: final and validation-selected accuracies, what was
   learned, the task and the config."""
@@ -233,6 +255,9 @@ def _final_results(run: run_lib.Run, best, host) -> dict[str, Any]:
         "expected_alpha": learned.get("policy/expected_alpha"),
     }
   results.update(run.info)
+  check = selection_check(results)
+  if check is not None:
+    results["selection_check"] = check
   results["task"] = task.summary()
   results["src_class_names"] = list(task.src_class_names)
   results["tgt_class_names"] = list(task.tgt_class_names)

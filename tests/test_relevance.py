@@ -324,3 +324,32 @@ def test_command_line(tmp_path):
   assert bad.returncode == 2
   assert bad.stderr.strip().splitlines() == [
       f"error: {tmp_path / 'none'} is not a directory."]
+
+
+def test_agreement_with_datl_per_seed_by_hand():
+  # DATL ascending a < b < c < d. Learned ascending ranks (a, b, c, d):
+  # seed 0 (1, 3, 2, 4): sum d^2 = 2, rho = 1 - 12/60 = 0.8; seed 1
+  # (1, 4, 2, 3): 6, 0.4; seed 2 (1, 2, 3, 4): 1.0.
+  ascending = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.4}
+  runs = {**_runs(), "datl": [(s, f"/d{s}", _datl(s, ascending))
+                              for s in range(3)]}
+  e = report.source_relevance(runs)["methods"]["l2tl"]
+  assert e["datl_agreement"]["seeds"] == [0, 1, 2]
+  assert e["datl_agreement"]["rank_corr"] == pytest.approx([0.8, 0.4, 1.0])
+  assert e["datl_agreement"]["disagreeing_seeds"] == []
+  assert "datl_agreement" not in report.source_relevance(runs)["methods"][
+      "datl"]
+  text = report.relevance_markdown(report.source_relevance(runs))
+  assert "per seed (0, 1, 2): 0.80, 0.40, 1.00. No seed disagrees." in text
+  # A run's own estimate comes first: seed 1 reversed, -0.4 with weights
+  # that moved apart ((0.9 - 0.3) / 0.6 = 1.0 >= 0.1): it disagrees.
+  runs["l2tl"][1][2]["datl_estimate"] = dict(zip("abcd", (0.4, 0.3, 0.2,
+                                                          0.1)))
+  e = report.source_relevance(runs)["methods"]["l2tl"]
+  assert e["datl_agreement"]["rank_corr"] == pytest.approx([0.8, -0.4, 1.0])
+  assert e["datl_agreement"]["disagreeing_seeds"] == [1]
+  text = report.relevance_markdown(report.source_relevance(runs))
+  assert "Seed 1 rank the classes against DATL" in text
+  # Without DATL's weights anywhere: no agreement.
+  assert "datl_agreement" not in report.source_relevance(_runs())[
+      "methods"]["l2tl"]

@@ -61,9 +61,10 @@ class MethodsTest(absltest.TestCase):
   def test_every_method_runs_and_shares_one_pretraining(self):
     # joint_fixed: an oracle-style weighting, digits 0-4 in, 5-9 out.
     oracle = {"l2tl.fixed_class_weights": (1.0,) * 5 + (0.0,) * 5}
+    every = {}
     for method in methods.METHODS:
       workdir = os.path.join(_tmp(), "methods", method)
-      results = train.train_and_evaluate(
+      results = every[method] = train.train_and_evaluate(
           _config(method, **(oracle if method == "joint_fixed" else {})),
           workdir)
       self.assertEqual(results["status"], "completed")
@@ -102,6 +103,23 @@ class MethodsTest(absltest.TestCase):
       if method == "datl":
         self.assertLen(results["datl_class_weights"], 10)
         self.assertAlmostEqual(max(results["datl_class_weights"].values()), 1.0)
+    # The learned-weight methods record DATL's estimate from the same
+    # pre-trained source head (DATL's own weights: same seed and cache) and
+    # their ranking's agreement with it; the others do not.
+    datl = every["datl"]["datl_class_weights"]
+    for method in ("l2tl", "l2tl_fixed_alpha"):
+      estimate = every[method]["datl_estimate"]
+      self.assertEqual(list(estimate), list(datl))
+      np.testing.assert_allclose(list(estimate.values()),
+                                 list(datl.values()), atol=1e-6)
+      # 40 steps, inside the estimator's 100-step warm-up: weights all 1.
+      self.assertEqual(every[method]["selection_check"], {
+          "rank_corr_with_datl": None, "weight_spread": 0.0,
+          "disagrees": False})
+    for method in ("scratch", "finetune", "joint_uniform", "datl",
+                   "joint_fixed"):
+      self.assertNotIn("datl_estimate", every[method])
+      self.assertNotIn("selection_check", every[method])
     # One source pre-training served every method.
     entries = [e for e in os.listdir(os.path.join(_tmp(), "pretrain"))
                if not e.startswith(".")]
@@ -127,6 +145,12 @@ class MethodsTest(absltest.TestCase):
     weights = list(learned["policy"]["expected_class_weights"].values())
     self.assertAlmostEqual(np.mean(weights), 1.0, places=5)
     self.assertGreater(np.ptp(weights), 0.01)
+    # Weights that moved are ranked against DATL's estimate.
+    check = learned["selection_check"]
+    self.assertEqual(check, train.selection_check(learned))
+    self.assertBetween(check["rank_corr_with_datl"], -1.0, 1.0)
+    self.assertAlmostEqual(check["weight_spread"],
+                           np.ptp(weights) / np.mean(weights), places=3)
 
   def test_l2tl_starts_from_the_pretrained_source_head(self):
     workdir = os.path.join(_tmp(), "srchead")
