@@ -18,7 +18,8 @@ the ratios JAX / PyTorch:
                             the reward (validation accuracy of 32 images
                             after the step), its EMA baseline, REINFORCE with
                             Adam on the policy;
-  l2tl alignment_ema        the recommended estimator (mode=recommended):
+  l2tl alignment_ema        the recommended estimator scoring every step
+                            (mode=recommended scores every 4th step):
                             the validation gradient over the encoder's last 2
                             layers (fc1, fc2), every source example's
                             alignment with it by one forward-mode pass,

@@ -57,8 +57,8 @@ class L2TLOptions:
     skip_nonfinite: leave the state unchanged when a loss or gradient is not
       finite (the step is reported in 'train/nonfinite').
     estimator: how the policy learns (`l2tl_jax.estimators.ESTIMATORS`).
-      'alignment_ema' (mode 'recommended'), 'alignment_reinforce' and
-      'l2rw' learn class weights from the per-example alignment of source
+      'alignment_ema' (mode 'recommended', score_every 4),
+      'alignment_reinforce' and 'l2rw' learn class weights from the per-example alignment of source
       and validation gradients (alpha stays fixed; see the estimators
       module). 'reinforce' (reference): sample discrete actions, score them
       by the reward, REINFORCE. 'meta_gradient':
@@ -92,7 +92,8 @@ class L2TLOptions:
     warmup_steps: 'alignment_ema' keeps every class weight at 1 (uniform
       joint training, exactly) for this many outer steps.
     score_every: 'alignment_ema' scores only every k-th outer step (the
-      others reuse the class weights), dividing the scoring cost by k.
+      others reuse the class weights), dividing the scoring cost by k
+      (mode 'recommended': 4; config.l2tl.score_every).
   """
 
   num_levels: int = 100

@@ -42,14 +42,22 @@ def test_the_mode_is_applied_once_and_the_config_is_not_changed():
   assert config.l2tl.estimator is None  # The input is left as it was.
   assert spec.config["l2tl"]["estimator"] == "alignment_ema"
   assert (spec.l2tl.estimator, spec.l2tl.src_normalization,
-          spec.l2tl.fixed_alpha) == ("alignment_ema", "mean", 1.0)
+          spec.l2tl.fixed_alpha, spec.l2tl.score_every) == (
+              "alignment_ema", "mean", 1.0, 4)
   assert spec.l2tl.learns_classes
   config.l2tl.mode = "reference"
   ref = spec_lib.from_config(config)
   assert (ref.l2tl.estimator, ref.l2tl.src_normalization,
-          ref.l2tl.fixed_alpha) == ("reinforce", "reference", None)
+          ref.l2tl.fixed_alpha, ref.l2tl.score_every) == (
+              "reinforce", "reference", None, 1)
   config.l2tl.src_normalization = "mean"  # A field set explicitly wins.
   assert spec_lib.from_config(config).l2tl.src_normalization == "mean"
+  config.l2tl.mode = "recommended"
+  config.l2tl.score_every = 1
+  assert spec_lib.from_config(config).l2tl.score_every == 1
+  config.l2tl.mode = "meta_gradient"
+  config.l2tl.score_every = None
+  assert spec_lib.from_config(config).l2tl.score_every == 1
 
 
 def test_every_problem_is_reported_at_once():

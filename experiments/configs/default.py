@@ -2,8 +2,8 @@
 
 The L2TL policy follows config.l2tl.mode: 'recommended' (the default, chosen
 by the policy study: class weights from the per-class EMA of each source
-example's validation-gradient alignment, estimator 'alignment_ema', starting
-as uniform joint training), 'reference' (the authors' REINFORCE) or
+example's validation-gradient alignment, estimator 'alignment_ema', scored
+every 4th outer step, starting as uniform joint training), 'reference' (the authors' REINFORCE) or
 'meta_gradient' (the exact gradient of the validation loss through the model
 update).
 
@@ -164,8 +164,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.l2tl.alignment_momentum = 0.99
   # 'alignment_ema': outer steps at class weight 1 (uniform joint training).
   config.l2tl.warmup_steps = 100
-  # 'alignment_ema': score every k-th outer step only.
-  config.l2tl.score_every = 1
+  # 'alignment_ema': score every k-th outer step only (mode recommended: 4;
+  # the others: 1).
+  config.l2tl.score_every = config_dict.placeholder(int)
   # REINFORCE samples per outer step; > 1: leave-one-out baseline.
   config.l2tl.num_samples = config_dict.placeholder(int)
   # How the samples are compiled: 'vmap' or 'unroll' (faster on XLA:CPU).
