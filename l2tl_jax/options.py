@@ -58,9 +58,9 @@ class L2TLOptions:
       finite (the step is reported in 'train/nonfinite').
     estimator: how the policy learns (`l2tl_jax.estimators.ESTIMATORS`).
       'alignment_ema' (mode 'recommended', score_every 4),
-      'alignment_reinforce' and 'l2rw' learn class weights from the per-example alignment of source
-      and validation gradients (alpha stays fixed; see the estimators
-      module). 'reinforce' (reference): sample discrete actions, score them
+      'alignment_reinforce' and 'l2rw' learn class weights from the
+      per-example alignment of source and validation gradients (alpha stays
+      fixed; see the estimators module). 'reinforce' (reference): sample discrete actions, score them
       by the reward, REINFORCE. 'meta_gradient':
       no sampling; the model trains with the policy's EXPECTED class weights
       and alpha, and the policy descends the exact gradient of the
