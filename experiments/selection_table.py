@@ -2,7 +2,7 @@ r"""Where selection pays: one table over finished policy studies.
 
   python -m experiments.selection_table \
       --studies=experiments/reports/study/mixed_domain_v2,... \
-      [--policy=alignment_ema] [--policies=alignment_ema,reinforce_reference]
+      [--policy=alignment_ema_every4] [--policies=alignment_ema,reinforce_reference]
 
 Reads each study's study.json (`experiments.study`) and prints two markdown
 tables:
@@ -158,12 +158,25 @@ def validation_table(studies: Sequence[dict[str, Any]],
 _STUDIES = flags.DEFINE_list(
     "studies", [], "Study folders (or study.json); A+B merges two studies of "
     "one benchmark.")
-_POLICY = flags.DEFINE_string("policy", "alignment_ema",
-                              "The policy of the per-benchmark table.")
+# The study rows of mode=recommended: its own, or the one it equals.
+RECOMMENDED_ROWS = ("alignment_ema_every4", "recommended")
+_POLICY = flags.DEFINE_string(
+    "policy", None,
+    "The policy of the per-benchmark table (default: the studies' row of "
+    "mode=recommended, " + " or ".join(RECOMMENDED_ROWS) + ").")
 _POLICIES = flags.DEFINE_list(
-    "policies", ["alignment_ema", "alignment_reinforce", "l2rw",
-                 "reinforce_reference", "meta_gradient"],
+    "policies", ["alignment_ema_every4", "alignment_ema",
+                 "alignment_reinforce", "l2rw", "reinforce_reference",
+                 "meta_gradient"],
     "Policies of the validation table.")
+
+
+def default_policy(studies: Sequence[dict[str, Any]]) -> str:
+  """The first of RECOMMENDED_ROWS every study has (else the first)."""
+  for name in RECOMMENDED_ROWS:
+    if all(name in s["variants"] for s in studies):
+      return name
+  return RECOMMENDED_ROWS[0]
 
 
 def check_policies(studies: Sequence[dict[str, Any]], policy: str,
@@ -189,13 +202,14 @@ def main(argv):
     studies = [load(path) for path in _STUDIES.value]
   except StudyError as e:
     cli.usage_error(f"--studies: {e}")
+  policy = _POLICY.value or default_policy(studies)
   try:  # The default --policies may name policies these studies lack.
-    check_policies(studies, _POLICY.value,
+    check_policies(studies, policy,
                    _POLICIES.value if flags.FLAGS["policies"].present
                    else None)
   except StudyError as e:
     cli.usage_error(f"--policy / --policies: {e}")
-  print(benchmark_table(studies, _POLICY.value))
+  print(benchmark_table(studies, policy))
   table, best = validation_table(studies, _POLICIES.value)
   print(table)
   print(f"highest mean validation accuracy: {best}")

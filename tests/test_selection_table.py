@@ -88,3 +88,14 @@ def test_policies_no_study_holds_are_refused():
     selection_table.check_policies(studies, "pq", ["p", "x", "x"])
   with pytest.raises(selection_table.StudyError, match="--policies is empty"):
     selection_table.check_policies(studies, "p", [])
+
+
+def test_the_default_policy_is_the_recommended_modes_row():
+  every4 = _study("a", alignment_ema_every4=_row(0, 0), recommended=_row(0, 0))
+  assert selection_table.default_policy([every4]) == "alignment_ema_every4"
+  # A study of the README's first command has the 'recommended' row only.
+  quick = _study("b", recommended=_row(0, 0))
+  assert selection_table.default_policy([quick]) == "recommended"
+  assert selection_table.default_policy([every4, quick]) == "recommended"
+  assert selection_table.default_policy([_study("c", p=_row(0, 0))]) == (
+      "alignment_ema_every4")
