@@ -164,8 +164,8 @@ VARIANTS: dict[str, Variant] = {
         "encoder's last two layers (LeNet: fc1, fc2)"),
     "recommended": Variant(
         "l2tl", {"l2tl.mode": "recommended"},
-        about="method l2tl in mode 'recommended' (today the alignment_ema "
-        "row's estimator and settings)"),
+        about="method l2tl in mode 'recommended' (today the "
+        "alignment_ema_every4 row's estimator and settings)"),
     "alignment_ema_exact": Variant(
         "l2tl", {**ALIGNMENT, "l2tl.score_layers": 0},
         about="alignment_ema with scores over the whole encoder"),

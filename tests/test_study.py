@@ -380,3 +380,18 @@ def test_step_rate_times_the_batches_of_the_run(monkeypatch, method, want):
     chex.assert_shape(b["image"], (want[name], 8, 8, 1))
     classes = 10 if name == "src" else 5
     assert 0 <= int(b["label"].min()) and int(b["label"].max()) < classes
+
+
+def test_the_recommended_row_is_the_every4_alignment_row():
+  # README command 1's 'recommended' rows equal the studies'
+  # alignment_ema_every4 rows: the same options, only the mode's name apart.
+  def options(name):
+    config = study.variant_config(fashion_tops.get_config(),
+                                  study.VARIANTS[name], seed=0,
+                                  pretrain_dir="/tmp/unused")
+    return spec_lib.from_config(config).l2tl
+
+  recommended = options("recommended")
+  assert recommended == options("alignment_ema_every4")
+  assert recommended.score_every == 4
+  assert options("alignment_ema").score_every == 1
