@@ -2,7 +2,8 @@ r"""Where selection pays: one table over finished policy studies.
 
   python -m experiments.selection_table \
       --studies=experiments/reports/study/mixed_domain_v2,... \
-      [--policy=alignment_ema_every4] [--policies=alignment_ema,reinforce_reference]
+      [--policy=alignment_ema_every4] \
+      [--policies=alignment_ema,reinforce_reference]
 
 Reads each study's study.json (`experiments.study`) and prints two markdown
 tables:

@@ -177,7 +177,8 @@ class Run:
     # The source head holds a trained source classifier (DATL's estimate
     # reads it) unless it stays fresh.
     self.src_head_loaded = "src_head" in parts and not any(
-        re.fullmatch(p, "src_head/Dense_0/kernel") for p in spec.model.dont_load)
+        re.fullmatch(p, "src_head/Dense_0/kernel")
+        for p in spec.model.dont_load)
     return loading.merge_variables(
         params, model_state, src_params, src_model_state, parts=parts,
         dont_load=spec.model.dont_load, source=source)
