@@ -189,3 +189,49 @@ def test_a_fetched_file_with_other_bytes_is_refused_and_not_kept(
   where = os.path.join(data_dir, 'downloads', 'idx', 'mnist')
   assert 'train-labels-idx1-ubyte.gz' not in os.listdir(where)
   assert not [n for n in os.listdir(where) if n.startswith('.part-')]
+
+
+def test_streamed_splits_open_their_source_once_and_one_at_a_time():
+  """Grain's reader threads ask for a streamed split's data source at once on
+  the first batch: each split opens it once, and no two opens overlap (an
+  open under tfds.testing.mock_data patches module attributes)."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+
+  lock = threading.Lock()
+  opens, active, most_active = [], [0], [0]
+  records = [{"image": np.full((2, 2, 1), i, np.uint8), "label": i % 2}
+             for i in range(4)]
+
+  def as_data_source(split, decoders):
+    del decoders
+    with lock:
+      opens.append(split)
+      active[0] += 1
+      most_active[0] = max(most_active[0], active[0])
+    time.sleep(0.05)  # Long enough for every thread to arrive.
+    with lock:
+      active[0] -= 1
+    return records
+
+  dataset = sources.Dataset(
+      name="fake", resolved="fake", class_names=("a", "b"),
+      splits=("train", "test"), native_shape=(2, 2, 1), cache_key=None,
+      _as_data_source=as_data_source)
+  spec = sources.preprocess.ImageSpec(image_size=2, channels=1)
+  splits = [sources.LoadedSplit(dataset, name, spec, np.array([0, 1, 0, 1]),
+                                (2, 2, 1), None)
+            for name in ("train", "test")]
+  out = []
+  threads = [threading.Thread(
+      target=lambda s=s: out.append(s.read_images(np.array([3, 1]))))
+             for s in splits for _ in range(8)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  assert sorted(opens) == ["test", "train"]
+  assert most_active[0] == 1
+  assert len(out) == 16
+  for images in out:
+    np.testing.assert_array_equal(images[:, 0, 0, 0], [3, 1])

@@ -9,7 +9,6 @@ fit in memory, cached in-process.
 
 import collections
 import dataclasses
-import functools
 import os
 import threading
 from typing import Any, Callable, Sequence
@@ -196,6 +195,10 @@ def from_builder(
   )
 
 
+# Serialises the opening of streamed splits' data sources (LoadedSplit).
+_open_lock = threading.Lock()
+
+
 @dataclasses.dataclass(eq=False)
 class LoadedSplit:
   """Labels of a whole split, and its preprocessed images when they fit.
@@ -220,9 +223,20 @@ class LoadedSplit:
   def __len__(self) -> int:
     return len(self.labels)
 
-  @functools.cached_property
+  @property
   def _source(self) -> Sequence[Any]:
-    return self.dataset.source(self.split)
+    # Reader threads ask for it at once on the first batch: it is opened
+    # once, and no two data sources are opened at the same time (opening
+    # one is not thread-safe everywhere: tfds.testing.mock_data patches
+    # module attributes for the duration of each open).
+    source = self.__dict__.get('_opened_source')
+    if source is None:
+      with _open_lock:
+        source = self.__dict__.get('_opened_source')
+        if source is None:
+          source = self.dataset.source(self.split)
+          self.__dict__['_opened_source'] = source
+    return source
 
   def read_images(self, indices: np.ndarray) -> np.ndarray:
     """Returns preprocessed images at record indices, uint8 [n, H, W, C]."""
