@@ -399,10 +399,9 @@ def _datl_agreement(runs, entries) -> None:
       continue
     per_seed = []
     for s, _, r in runs[method]:
-      learned = (r.get("policy") or {}).get("expected_class_weights")
-      estimate = r.get("datl_estimate") or datl_rows.get(s)
-      if learned and estimate and set(learned) == set(estimate):
-        per_seed.append((s, agreement.agreement(learned, estimate)))
+      check = agreement.of_results(r, datl_rows.get(s))
+      if check is not None:
+        per_seed.append((s, check))
     if per_seed:
       entry["datl_agreement"] = {
           "seeds": [s for s, _ in per_seed],

@@ -60,3 +60,25 @@ def agreement(learned: Mapping[str, float],
   out["rank_corr_with_datl"] = round(rho, 4)
   out["disagrees"] = rho < DISAGREEMENT and spread >= SELECTS
   return out
+
+
+def of_results(results: Mapping[str, Any],
+               estimate: Mapping[str, float] | None = None
+               ) -> dict[str, Any] | None:
+  """`agreement` for a run's results.json.
+
+  Args:
+    results: a run's results (its 'policy' 'expected_class_weights' are the
+      learned weights; its 'datl_estimate' the estimate).
+    estimate: the estimate to use when the run has none of its own (a DATL
+      run's weights of the same seed).
+
+  Returns:
+    The agreement, or None when the run learned no class weights, there is
+    no estimate, or the two weight other classes.
+  """
+  learned = (results.get("policy") or {}).get("expected_class_weights")
+  estimate = results.get("datl_estimate") or estimate
+  if not learned or not estimate or set(learned) != set(estimate):
+    return None
+  return agreement(learned, estimate)

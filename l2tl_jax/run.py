@@ -117,18 +117,18 @@ class Run:
       params, model_state = self._load(spec, task, workdir, par, method,
                                        params, model_state, loaded)
     datl_weights = None
-    if method.class_weights == "datl":
-      datl_weights = datl_class_weights(
+    learned = method.class_weights == "learned"
+    if method.class_weights == "datl" or (learned and self.src_head_loaded):
+      estimate = datl_class_weights(
           model, params, model_state, task,
           batch_size=spec.eval.batch_size, par=par)
-    elif method.class_weights == "learned" and self.src_head_loaded:
-      # What DATL would weight, to compare the learned ranking with at the
-      # end (`selection_check`); nothing in training reads it.
-      self.info["datl_estimate"] = dict(zip(
-          task.src_class_names,
-          (round(float(w), 6) for w in datl_class_weights(
-              model, params, model_state, task,
-              batch_size=spec.eval.batch_size, par=par))))
+      if learned:
+        # What DATL would weight, to compare the learned ranking with at the
+        # end (`selection_check`); nothing in training reads it.
+        self.info["datl_estimate"] = dict(zip(
+            task.src_class_names, (round(float(w), 6) for w in estimate)))
+      else:
+        datl_weights = estimate
     class_weights = build.fixed_class_weights(
         method, shapes, datl_weights, spec.policy.fixed_class_weights)
     if datl_weights is not None:

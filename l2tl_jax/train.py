@@ -188,11 +188,9 @@ def selection_check(results: dict[str, Any]) -> dict[str, Any] | None:
   """`agreement.agreement` of a run's learned class weights with DATL's
   estimate (results' 'policy' and 'datl_estimate'); warns when they
   disagree. None without both."""
-  learned = (results.get("policy") or {}).get("expected_class_weights")
-  estimate = results.get("datl_estimate")
-  if not learned or not estimate:
+  check = agreement.of_results(results)
+  if check is None:
     return None
-  check = agreement.agreement(learned, estimate)
   if check["disagrees"]:
     logging.warning(
         "The learned source class weights rank the classes against DATL's "

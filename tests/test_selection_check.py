@@ -62,10 +62,6 @@ class SelectionCheckTest(absltest.TestCase):
     self.assertIsNone(train.selection_check({}))
 
 
-if __name__ == "__main__":
-  absltest.main()
-
-
 class AgreementTest(absltest.TestCase):
 
   def test_other_classes_are_refused_and_one_class_has_no_ranking(self):
@@ -75,3 +71,22 @@ class AgreementTest(absltest.TestCase):
     self.assertEqual(agreement.agreement({"a": 2.0}, {"a": 1.0}), {
         "rank_corr_with_datl": None, "weight_spread": 0.0,
         "disagrees": False})
+
+  def test_of_results_prefers_the_runs_own_estimate(self):
+    learned = {"a": 2.0, "b": 1.0, "c": 0.5}
+    own = {"a": 0.1, "b": 0.5, "c": 1.0}  # Reversed: Spearman -1.
+    other = {"a": 1.0, "b": 0.5, "c": 0.1}  # Same order: Spearman 1.
+    both = _results(learned, own)
+    self.assertEqual(agreement.of_results(both, other)["rank_corr_with_datl"],
+                     -1.0)
+    only_learned = {"policy": {"expected_class_weights": learned}}
+    self.assertEqual(
+        agreement.of_results(only_learned, other)["rank_corr_with_datl"], 1.0)
+    self.assertIsNone(agreement.of_results(only_learned))
+    # A fallback over other classes (another task's DATL row) is not used.
+    self.assertIsNone(agreement.of_results(only_learned, {"a": 1.0, "b": 2.0}))
+    self.assertIsNone(agreement.of_results({"datl_estimate": own}, other))
+
+
+if __name__ == "__main__":
+  absltest.main()
