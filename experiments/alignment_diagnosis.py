@@ -2,7 +2,8 @@ r"""Why alignment weights rank source classes as they do: score, norm, cosine.
 
   python -m experiments.alignment_diagnosis \
       --config=experiments/configs/label_mismatch.py \
-      --pretrain_dir=runs/study/label_mismatch/pretrain [--score_layers=2]
+      --pretrain_dir=runs/study/label_mismatch/pretrain [--score_layers=2] \
+      [--run_dir=runs/study/label_mismatch/runs/alignment_ema_every4/seed0]
 
 At the start of the target stage (the cached source pre-training, fresh
 target head, as every joint run starts) it computes, for every source
@@ -18,19 +19,28 @@ validation split, target head). Per source class it prints:
   cosine    mean cos(grad CE_i, g)
   weight    the class's share of sum_i max(s_i, 0), times the number of
             classes (the class weight a single L2RW step would give, mean 1)
+  weight_b  (with --val_batch=B) the same weight with g the gradient of B
+            random validation images, averaged over --draws draws: what a
+            scoring step sees (the runs use B = l2tl.val_batch_size, 32)
 
 With score = norm * |g| * cosine per example, the table separates "the
 class's gradients point away from the validation gradient" (cosine) from
 "they point the same way but are smaller" (norm). The target head is
 freshly initialised at this point (as in a run), so g is the gradient of a
-near-uniform classifier's loss; a finished run's later steps are not
-covered.
+near-uniform classifier's loss.
+
+With --run_dir (a finished run of the same config and seed) the statistics
+are those of the run's last checkpoint (its encoder and both heads), with
+the run's learned class weights in a last column: what the estimator saw at
+the end, against what it learned over the run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -40,6 +50,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from experiments import cli
+from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import losses
 from l2tl_jax import models
@@ -91,9 +102,52 @@ def per_class_table(grads_dot: np.ndarray, norms: np.ndarray,
   return out
 
 
-def diagnose(config, pretrain_dir: str, score_layers: int,
-             batch_size: int) -> tuple[list[str], dict[str, np.ndarray]]:
-  """(source class names, per_class_table) at the start of the target stage."""
+def final_variables(run_dir: str, seed: int) -> tuple[int, Any, Any]:
+  """(step, params, model_state) of a finished run's newest checkpoint.
+
+  Raises:
+    ValueError: no run in `run_dir`, or one of another seed (its target
+      splits are other draws than the config's).
+  """
+  try:
+    with open(os.path.join(run_dir, "config.json")) as f:
+      run_seed = json.load(f).get("seed")
+  except (OSError, ValueError) as e:
+    raise ValueError(f"--run_dir={run_dir} holds no readable config.json "
+                     f"({e}); give a run's workdir.") from e
+  if run_seed != seed:
+    raise ValueError(
+        f"--run_dir={run_dir} is a run of seed {run_seed}, the config has "
+        f"seed {seed}: set --config.seed={run_seed} so the target splits are "
+        "the run's.")
+  ckpt_dir = os.path.join(run_dir, "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise ValueError(f"{ckpt_dir} does not exist: the run saved no "
+                     "checkpoint.")
+  ckpt = checkpointing.Checkpointer(ckpt_dir)
+  try:
+    step = ckpt.latest_step()
+    problem = ("it holds no checkpoint" if step is None
+               else checkpointing.verify(ckpt.step_dir(step)))
+    if problem is not None:
+      raise ValueError(f"{ckpt_dir}: {problem}.")
+    state, _, _ = ckpt.restore(step, state=None, best=None)
+  finally:
+    ckpt.close()
+  return step, state["params"], state.get("model_state") or {}
+
+
+def diagnose(config, pretrain_dir: str, score_layers: int, batch_size: int,
+             run_dir: str | None = None, val_batch: int = 0, draws: int = 0
+             ) -> tuple[list[str], dict[str, np.ndarray]]:
+  """(source class names, per_class_table) at the start of the target stage,
+  or, with `run_dir`, at the last checkpoint of that finished run.
+
+  With `val_batch` and `draws`, the table also holds 'weight_b': the one-step
+  class weights from the gradient of `val_batch` random validation images
+  instead of the whole split, averaged over `draws` draws (seed 0): what one
+  scoring step of the estimators sees (l2tl.val_batch_size images).
+  """
   config = config.copy_and_resolve_references()
   config.method = "joint_uniform"
   config.pretrain_cache_dir = os.path.abspath(pretrain_dir)
@@ -104,6 +158,15 @@ def diagnose(config, pretrain_dir: str, score_layers: int,
     run = run_lib.Run(spec, task, workdir, par)
     state = run.host_state()
   params, model_state, model = state.params, state.model_state, run.model
+  if run_dir is not None:
+    _, saved, saved_state = final_variables(run_dir, spec.seed)
+    if (jax.tree.structure(saved) != jax.tree.structure(params)
+        or jax.tree.map(np.shape, saved) != jax.tree.map(np.shape, params)):
+      raise ValueError(
+          f"The checkpoint of --run_dir={run_dir} holds other parameters "
+          "than this config's joint model (another benchmark or model?).")
+    params = jax.tree.map(jnp.asarray, saved)
+    model_state = jax.tree.map(jnp.asarray, saved_state)
   encoder = params["encoder"]
   names = outer.scored_layers(encoder, score_layers)
   scored = {k: encoder[k] for k in names}
@@ -118,39 +181,52 @@ def diagnose(config, pretrain_dir: str, score_layers: int,
     return losses.cross_entropy(models.apply_head(model, p, features, head),
                                 labels)
 
-  @jax.jit
-  def val_grad_sum(part, batch):
-    return jax.grad(lambda q: jnp.sum(
-        batch["mask"] * ce(q, batch["image"], batch["label"], "tgt")))(part)
+  def flat_grads(part, images, labels, head):
+    def one(image, label):
+      grad = jax.grad(lambda q: ce(q, image[None], label[None], head)[0])(
+          part)
+      return jnp.concatenate([x.ravel() for x in jax.tree.leaves(grad)])
+    return jax.vmap(one)(images, labels)
 
-  g, count = None, 0.0
+  per_example_grads = jax.jit(flat_grads, static_argnums=3)
+
+  # Per-example validation gradients: g is their mean over the whole split;
+  # each draw's g_k their mean over `val_batch` of them (a step's view).
+  rows = []
   for batch in data.eval_batches(task.tgt_val, batch_size=batch_size):
-    gb = val_grad_sum(scored, batch)
-    g = gb if g is None else jax.tree.map(jnp.add, g, gb)
-    count += float(batch["mask"].sum())
-  g = jax.tree.map(lambda x: x / count, g)
-  g_flat = jnp.concatenate([x.ravel() for x in jax.tree.leaves(g)])
+    real = np.asarray(batch["mask"]) > 0
+    rows.append(np.asarray(per_example_grads(
+        scored, batch["image"], batch["label"], "tgt"))[real])
+  val = np.concatenate(rows)
+  gs = [val.mean(axis=0)]
+  rng = np.random.default_rng(0)
+  for _ in range(draws if val_batch else 0):
+    gs.append(val[rng.choice(len(val), val_batch, replace=False)].mean(0))
+  g_all = jnp.asarray(np.stack(gs))  # [1 + draws, P]
 
   @jax.jit
   def per_example(part, images, labels):
-    def one(image, label):
-      grad = jax.grad(lambda q: ce(q, image[None], label[None], "src")[0])(
-          part)
-      flat = jnp.concatenate([x.ravel() for x in jax.tree.leaves(grad)])
-      return flat @ g_flat, jnp.linalg.norm(flat)
-    return jax.vmap(one)(images, labels)
+    flat = flat_grads(part, images, labels, "src")
+    return flat @ g_all.T, jnp.linalg.norm(flat, axis=1)
 
   dots, norms, labels = [], [], []
   for batch in data.eval_batches(task.src_train, batch_size=batch_size):
-    real = batch["mask"] > 0
+    real = np.asarray(batch["mask"]) > 0
     d, n = per_example(scored, batch["image"], batch["label"])
     dots.append(np.asarray(d)[real])
     norms.append(np.asarray(n)[real])
     labels.append(np.asarray(batch["label"])[real])
-  table = per_class_table(np.concatenate(dots), np.concatenate(norms),
-                          float(jnp.linalg.norm(g_flat)),
-                          np.concatenate(labels),
-                          len(task.src_class_names))
+  dots, norms = np.concatenate(dots), np.concatenate(norms)
+  labels = np.concatenate(labels)
+  g_norms = np.linalg.norm(np.asarray(g_all), axis=1)
+  num_classes = len(task.src_class_names)
+  table = per_class_table(dots[:, 0], norms, float(g_norms[0]), labels,
+                          num_classes)
+  if len(gs) > 1:
+    draws_weight = [per_class_table(dots[:, k], norms, float(g_norms[k]),
+                                    labels, num_classes)["weight"]
+                    for k in range(1, len(gs))]
+    table["weight_b"] = np.mean(draws_weight, axis=0)
   return list(task.src_class_names), table
 
 
@@ -165,7 +241,35 @@ def _define_flags() -> None:
                        "scored (0: all).", lower_bound=0)
   flags.DEFINE_integer("batch_size", 250, "Examples per gradient batch.",
                        lower_bound=1)
+  flags.DEFINE_integer(
+      "val_batch", 0, "Also the one-step class weights from the gradient of "
+      "this many random validation images (the runs' l2tl.val_batch_size, "
+      "32), averaged over --draws draws (column weight_b); 0: not computed.",
+      lower_bound=0)
+  flags.DEFINE_integer("draws", 50, "Validation draws for --val_batch.",
+                       lower_bound=1)
+  flags.DEFINE_string(
+      "run_dir", None, "A finished run of this config (a study's "
+      "runs/<variant>/seed<N>; set --config.seed=N): the statistics at its "
+      "last checkpoint instead of the start of the target stage, with its "
+      "learned class weights beside them.")
   flags.mark_flags_as_required(["config"])
+
+
+def _learned_weights(run_dir: str | None, names: list[str]
+                     ) -> np.ndarray | None:
+  """The run's expected class weights in `names` order; None without."""
+  if run_dir is None:
+    return None
+  try:
+    with open(os.path.join(run_dir, "results.json")) as f:
+      weights = (json.load(f).get("policy") or {}).get(
+          "expected_class_weights")
+  except (OSError, ValueError):
+    return None
+  if not weights or set(weights) != set(names):
+    return None
+  return np.asarray([weights[n] for n in names], np.float64)
 
 
 def main(argv):
@@ -176,18 +280,27 @@ def main(argv):
   config = f.config
   pretrain_dir = f.pretrain_dir or tempfile.mkdtemp()
   names, table = cli.run_or_exit(diagnose, config, pretrain_dir,
-                                 f.score_layers, f.batch_size)
+                                 f.score_layers, f.batch_size, f.run_dir,
+                                 f.val_batch, f.draws)
+  keys = ["score", "pos", "norm", "cosine", "weight"]
+  if "weight_b" in table:
+    keys.append("weight_b")
+  learned = _learned_weights(f.run_dir, names)
+  if learned is not None:
+    table["learned"] = learned
+    keys.append("learned")
   relevance = config.get("source_class_relevance")
-  print("| source class | relevant | score | pos | norm | cosine | weight |")
-  print("|---|---|---|---|---|---|---|")
+  print("| source class | relevant | " + " | ".join(keys) + " |")
+  print("|---|---|" + "---|" * len(keys))
+  fmt = {"pos": ".2f", "cosine": ".3f", "weight": ".2f", "weight_b": ".2f",
+         "learned": ".2f"}
   for c, name in enumerate(names):
     rel = "" if relevance is None else str(relevance[c])
-    print(f"| {name} | {rel} | {table['score'][c]:.3g} | "
-          f"{table['pos'][c]:.2f} | {table['norm'][c]:.3g} | "
-          f"{table['cosine'][c]:.3f} | {table['weight'][c]:.2f} |")
+    cells = " | ".join(f"{table[k][c]:{fmt.get(k, '.3g')}}" for k in keys)
+    print(f"| {name} | {rel} | {cells} |")
   if relevance is not None:
     rel = np.asarray(relevance, bool)
-    for key in ("score", "norm", "cosine", "weight"):
+    for key in [k for k in keys if k != "pos"]:
       print(f"{key}: relevant mean {table[key][rel].mean():.3g}, "
             f"irrelevant mean {table[key][~rel].mean():.3g}")
 
