@@ -22,6 +22,10 @@ validation split, target head). Per source class it prints:
   weight_b  (with --val_batch=B) the same weight with g the gradient of B
             random validation images, averaged over --draws draws: what a
             scoring step sees (the runs use B = l2tl.val_batch_size, 32)
+  weight_step  (with --val_batch) the weights as the estimator forms them:
+            per simulated step, one validation draw and a random source
+            batch of the runs' size, w_i normalised by the step's mean
+            (`step_weights`), then per class sum over count
 
 With score = norm * |g| * cosine per example, the table separates "the
 class's gradients point away from the validation gradient" (cosine) from
@@ -100,6 +104,40 @@ def per_class_table(grads_dot: np.ndarray, norms: np.ndarray,
   out["weight"] = (per_example / max(per_example[present].mean(), 1e-30)
                    if total > 0 else per_example)
   return out
+
+
+def step_weights(dots: np.ndarray, labels: np.ndarray, num_classes: int,
+                 batch: int, *, steps_per_draw: int, seed: int = 1
+                 ) -> np.ndarray:
+  """Class weights as the estimator forms them, from sampled steps.
+
+  Per simulated step: `batch` source examples drawn at random, a validation
+  draw k (column k of `dots`), w_i = max(0, s_i) / mean over the step's
+  examples of max(0, s_j) (0 when none is positive); over all steps, per
+  class, sum of w_i over count (the EMAs' ratio without decay), mean 1 over
+  the present classes.
+
+  Args:
+    dots: [n, K] s_i under K validation draws.
+    labels: [n] source classes.
+    num_classes: C.
+    batch: source examples per step (the runs' joint 'src' batch).
+    steps_per_draw: steps simulated per validation draw.
+    seed: the source draws' seed.
+  """
+  rng = np.random.default_rng(seed)
+  sums, counts = np.zeros(num_classes), np.zeros(num_classes)
+  for k in range(dots.shape[1]):
+    for _ in range(steps_per_draw):
+      idx = rng.choice(len(labels), batch, replace=False)
+      positive = np.maximum(dots[idx, k], 0.0)
+      mean = positive.mean()
+      w = positive / mean if mean > 0 else np.zeros_like(positive)
+      np.add.at(sums, labels[idx], w)
+      np.add.at(counts, labels[idx], 1.0)
+  present = counts > 0
+  per_class = np.where(present, sums / np.maximum(counts, 1.0), 0.0)
+  return per_class / max(per_class[present].mean(), 1e-30)
 
 
 def final_variables(run_dir: str, seed: int) -> tuple[int, Any, Any]:
@@ -227,6 +265,9 @@ def diagnose(config, pretrain_dir: str, score_layers: int, batch_size: int,
                                     labels, num_classes)["weight"]
                     for k in range(1, len(gs))]
     table["weight_b"] = np.mean(draws_weight, axis=0)
+    table["weight_step"] = step_weights(
+        dots[:, 1:], labels, num_classes,
+        spec.joint_batch_sizes()["src"], steps_per_draw=100)
   return list(task.src_class_names), table
 
 
@@ -284,7 +325,7 @@ def main(argv):
                                  f.val_batch, f.draws)
   keys = ["score", "pos", "norm", "cosine", "weight"]
   if "weight_b" in table:
-    keys.append("weight_b")
+    keys += ["weight_b", "weight_step"]
   learned = _learned_weights(f.run_dir, names)
   if learned is not None:
     table["learned"] = learned
@@ -293,7 +334,7 @@ def main(argv):
   print("| source class | relevant | " + " | ".join(keys) + " |")
   print("|---|---|" + "---|" * len(keys))
   fmt = {"pos": ".2f", "cosine": ".3f", "weight": ".2f", "weight_b": ".2f",
-         "learned": ".2f"}
+         "weight_step": ".2f", "learned": ".2f"}
   for c, name in enumerate(names):
     rel = "" if relevance is None else str(relevance[c])
     cells = " | ".join(f"{table[k][c]:{fmt.get(k, '.3g')}}" for k in keys)

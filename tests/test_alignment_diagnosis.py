@@ -72,6 +72,24 @@ def test_a_finished_runs_last_checkpoint_is_diagnosed(tmp_path):
                                           draws=3)
   assert small["weight_b"].shape == end["weight"].shape
   assert not np.allclose(small["weight_b"], end["weight"])
+  present = end["norm"] > 0
+  np.testing.assert_allclose(small["weight_step"][present].mean(), 1.0,
+                             rtol=1e-6)
   learned = alignment_diagnosis._learned_weights(workdir, names)  # pylint: disable=protected-access
   expected = results["policy"]["expected_class_weights"]
   np.testing.assert_array_equal(learned, [expected[n] for n in names])
+
+
+def test_step_weights_normalise_per_step_by_hand():
+  # Two examples, classes 0 and 1, a batch of both every step: scores 3 and
+  # 1 -> w = 3 / 2 = 1.5 and 1 / 2 = 0.5; a second draw with scores -1, 2 ->
+  # w = 0, 2. Per class: (1.5 + 0) / 2 = 0.75 and (0.5 + 2) / 2 = 1.25, mean 1.
+  dots = np.array([[3.0, -1.0], [1.0, 2.0]])
+  w = alignment_diagnosis.step_weights(dots, np.array([0, 1]), 2, 2,
+                                       steps_per_draw=3)
+  np.testing.assert_allclose(w, [0.75, 1.25])
+  # No positive score in a step: weights 0 for that step, counts still kept.
+  w = alignment_diagnosis.step_weights(np.array([[-1.0], [-2.0]]),
+                                       np.array([0, 1]), 3, 2,
+                                       steps_per_draw=1)
+  np.testing.assert_allclose(w, [0.0, 0.0, 0.0])
