@@ -172,6 +172,12 @@ VARIANTS: dict[str, Variant] = {
     "alignment_ema_every4": Variant(
         "l2tl", {**ALIGNMENT, "l2tl.score_every": 4},
         about="alignment_ema scoring every 4th step only"),
+    "alignment_ema_every4_run": Variant(
+        "l2tl", {**ALIGNMENT, "l2tl.score_every": 4,
+                 "l2tl.alignment_normalize": "run"},
+        about="alignment_ema_every4 with w_i = max(0, s_i), not divided by "
+        "the step's mean (an ablation of Learning to Reweight's per-step "
+        "normalisation)"),
     "alignment_reinforce": Variant(
         "l2tl", {**REFERENCE, "l2tl.estimator": "alignment_reinforce",
                  "l2tl.src_normalization": "mean",

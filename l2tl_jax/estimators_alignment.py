@@ -84,11 +84,13 @@ def mean_one(values: jax.Array) -> jax.Array:
                    jnp.where(total > 0, total, 1.0), 1.0)
 
 
-def _alignment_signal(state, data: OuterData, spec: Spec):
+def _alignment_signal(state, data: OuterData, spec: Spec,
+                      normalize: bool = True):
   """(weights w [N*M*B_local], their labels, the global mean score).
 
   w_i = max(0, s_i) / mean max(0, s) (`alignment.positive_weights`) of the
-  alignment scores at the state's parameters.
+  alignment scores at the state's parameters; without `normalize`,
+  w_i = max(0, s_i).
 
   Scores every source example of the outer step (all N inner slices) before
   any selection, against the validation batch, at the parameters before the
@@ -101,8 +103,9 @@ def _alignment_signal(state, data: OuterData, spec: Spec):
       layers=opts.score_layers)
   # The global mean score, for the logs (equal shards on every device).
   mean_score = parallel.pmean(jnp.mean(scores), problem.axis_name)
-  return (alignment.positive_weights(scores, problem.axis_name), src["label"],
-          mean_score)
+  weights = (alignment.positive_weights(scores, problem.axis_name)
+             if normalize else jnp.maximum(scores, 0.0))
+  return weights, src["label"], mean_score
 
 
 def _class_sums(est: AlignmentState, weights, labels, spec: Spec):
@@ -126,7 +129,8 @@ def alignment_update(state, data: OuterData, spec: Spec) -> Outcome:
   """Class weights from the per-class EMA of the alignment weights.
 
   Per outer step: w_i = max(0, s_i) / mean max(0, s) over the global source
-  batch (`alignment.positive_weights`); per class, EMAs (momentum
+  batch (`alignment.positive_weights`; with config.l2tl.alignment_normalize
+  'run', w_i = max(0, s_i)); per class, EMAs (momentum
   config.l2tl.alignment_momentum) of the sum of w_i and of the count; class
   weights lambda = 1 during the first config.l2tl.warmup_steps outer steps,
   then C * A / sum(A) with A_c = num_c / den_c (mean 1 over classes). The
@@ -138,7 +142,8 @@ def alignment_update(state, data: OuterData, spec: Spec) -> Outcome:
   opts = spec.options
 
   def scored(est):
-    weights, labels, mean_score = _alignment_signal(state, data, spec)
+    weights, labels, mean_score = _alignment_signal(
+        state, data, spec, normalize=opts.alignment_normalize == "step")
     num, den = _ema_step(est, *_class_sums(est, weights, labels, spec), spec)
     return est.replace(num=num, den=den, count=est.count + 1), mean_score
 

@@ -14,6 +14,9 @@ BASELINE_ORDERS = ("reference", "previous")
 SAMPLES_LOOPS = ("vmap", "unroll")
 
 
+# How alignment_ema normalises scores into weights (L2TLOptions).
+ALIGNMENT_NORMALIZATIONS = ("step", "run")
+
 @dataclasses.dataclass(frozen=True)
 class L2TLOptions:
   """What the L2TL outer step does. Defaults reproduce the reference.
@@ -94,6 +97,11 @@ class L2TLOptions:
     score_every: 'alignment_ema' scores only every k-th outer step (the
       others reuse the class weights), dividing the scoring cost by k
       (mode 'recommended': 4; config.l2tl.score_every).
+    alignment_normalize: how 'alignment_ema' turns scores into weights:
+      'step' (Learning to Reweight's rule: w_i = max(0, s_i) over its mean
+      across the step's source examples) or 'run' (w_i = max(0, s_i); the
+      class EMAs' ratio and the final mean-1 scaling do the normalising, so
+      no step's few large scores take that step's whole weight).
   """
 
   num_levels: int = 100
@@ -123,6 +131,7 @@ class L2TLOptions:
   alignment_momentum: float = 0.99
   warmup_steps: int = 100
   score_every: int = 1
+  alignment_normalize: str = "step"
 
   def __post_init__(self):
     if self.estimator not in estimators.CONFIG_NAMES:
@@ -183,6 +192,10 @@ class L2TLOptions:
       raise ValueError(
           "score_layers and warmup_steps must be >= 0 and score_every >= 1, "
           f"got {self.score_layers}, {self.warmup_steps}, {self.score_every}.")
+    if self.alignment_normalize not in ALIGNMENT_NORMALIZATIONS:
+      raise ValueError(
+          f"alignment_normalize must be one of {ALIGNMENT_NORMALIZATIONS}, "
+          f"got {self.alignment_normalize!r}.")
     if self.fixed_class_weights is not None and any(
         w < 0 for w in self.fixed_class_weights
     ):

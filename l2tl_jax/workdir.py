@@ -86,7 +86,7 @@ POLICY_ONLY_FIELDS = frozenset(f"l2tl.{name}" for name in (
     "policy_lr_boundaries", "policy_lr_scales", "num_levels",
     "class_weight_scale", "num_alpha_levels", "loss_weight_scale",
     "class_reduction", "entropy_coef", "score_layers", "alignment_momentum",
-    "warmup_steps", "score_every"))
+    "warmup_steps", "score_every", "alignment_normalize"))
 
 
 def _unread(key: str, method_name: str | None) -> bool:

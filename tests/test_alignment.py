@@ -208,6 +208,39 @@ def test_alignment_ema_state_after_one_step_by_hand():
   np.testing.assert_allclose(np.mean(est.weights), 1.0, rtol=1e-6)
 
 
+def test_alignment_ema_normalized_over_the_run_by_hand():
+  # 'run': w_i = max(0, s_i), not divided by the step's mean; two steps.
+  model = _model()
+  params, model_state = _params(model)
+  options = steps.L2TLOptions(warmup_steps=0, alignment_momentum=0.9,
+                              score_layers=1, alignment_normalize="run",
+                              **ALIGNMENT)
+  state, _ = _run(options, 2)
+  # The second step scores at the parameters after the first.
+  first, _ = _run(options, 1)
+  num, den = np.zeros(3), np.zeros(3)
+  for seed, p, s in ((0, params, model_state),
+                     (1, first.params, first.model_state)):
+    batch = _batch(seed)
+    scores = np.asarray(alignment.alignment_scores(
+        p, s, batch["src"], batch["val"], problem=_problem(model), layers=1))
+    w = np.maximum(scores, 0.0)
+    labels = batch["src"]["label"]
+    num = 0.9 * num + 0.1 * np.array([w[labels == c].sum() for c in range(3)])
+    den = 0.9 * den + 0.1 * np.array([(labels == c).sum() for c in range(3)])
+  est = state.estimator_state
+  np.testing.assert_allclose(est.num, num, rtol=1e-5)
+  np.testing.assert_allclose(est.den, den, rtol=1e-6)
+  means = np.where(den > 0, num / np.maximum(den, 1e-30), 0)
+  np.testing.assert_allclose(est.weights, 3 * means / means.sum(), rtol=1e-5)
+  # The step's normalisation is what differs from 'step'.
+  step_state, _ = _run(dataclasses.replace(options, alignment_normalize="step"),
+                       1)
+  assert not np.allclose(step_state.estimator_state.num, first.estimator_state.num)
+  with pytest.raises(ValueError, match="alignment_normalize must be one of"):
+    steps.L2TLOptions(alignment_normalize="batch", **ALIGNMENT)
+
+
 def test_score_every_k_leaves_the_ema_alone_in_between():
   options = steps.L2TLOptions(warmup_steps=0, score_every=2, **ALIGNMENT)
   state, _ = _run(options, 3)

@@ -167,6 +167,10 @@ def get_config() -> ml_collections.ConfigDict:
   # 'alignment_ema': score every k-th outer step only (mode recommended: 4;
   # the others: 1).
   config.l2tl.score_every = config_dict.placeholder(int)
+  # 'alignment_ema': 'step' (w_i = max(0, s_i) over the step's mean, Learning
+  # to Reweight's rule) or 'run' (w_i = max(0, s_i); only the class EMAs'
+  # ratio and the mean-1 scaling normalise).
+  config.l2tl.alignment_normalize = "step"
   # REINFORCE samples per outer step; > 1: leave-one-out baseline.
   config.l2tl.num_samples = config_dict.placeholder(int)
   # How the samples are compiled: 'vmap' or 'unroll' (faster on XLA:CPU).
