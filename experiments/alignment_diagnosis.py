@@ -184,7 +184,10 @@ def diagnose(config, pretrain_dir: str, score_layers: int, batch_size: int,
   With `val_batch` and `draws`, the table also holds 'weight_b': the one-step
   class weights from the gradient of `val_batch` random validation images
   instead of the whole split, averaged over `draws` draws (seed 0): what one
-  scoring step of the estimators sees (l2tl.val_batch_size images).
+  scoring step of the estimators sees (l2tl.val_batch_size images); and
+  'weight_step': those draws' scores turned into class weights by the
+  estimator's per-step rule (`step_weights`, source batches of the run's
+  joint 'src' size).
   """
   config = config.copy_and_resolve_references()
   config.method = "joint_uniform"
@@ -229,17 +232,27 @@ def diagnose(config, pretrain_dir: str, score_layers: int, batch_size: int,
   per_example_grads = jax.jit(flat_grads, static_argnums=3)
 
   # Per-example validation gradients: g is their mean over the whole split;
-  # each draw's g_k their mean over `val_batch` of them (a step's view).
-  rows = []
+  # each draw's g_k their mean over `val_batch` of them (a step's view). They
+  # are kept ([n_val, P] floats) only when draws need them.
+  rows, total, count = [], None, 0
   for batch in data.eval_batches(task.tgt_val, batch_size=batch_size):
     real = np.asarray(batch["mask"]) > 0
-    rows.append(np.asarray(per_example_grads(
-        scored, batch["image"], batch["label"], "tgt"))[real])
-  val = np.concatenate(rows)
-  gs = [val.mean(axis=0)]
-  rng = np.random.default_rng(0)
-  for _ in range(draws if val_batch else 0):
-    gs.append(val[rng.choice(len(val), val_batch, replace=False)].mean(0))
+    grads = np.asarray(per_example_grads(
+        scored, batch["image"], batch["label"], "tgt"))[real]
+    total = grads.sum(0) if total is None else total + grads.sum(0)
+    count += len(grads)
+    if val_batch:
+      rows.append(grads)
+  gs = [total / count]
+  if val_batch:
+    if val_batch > count:
+      raise ValueError(
+          f"--val_batch={val_batch} is larger than the validation split "
+          f"({count} images); give at most {count}.")
+    val = np.concatenate(rows)
+    rng = np.random.default_rng(0)
+    for _ in range(draws):
+      gs.append(val[rng.choice(count, val_batch, replace=False)].mean(0))
   g_all = jnp.asarray(np.stack(gs))  # [1 + draws, P]
 
   @jax.jit

@@ -75,6 +75,9 @@ def test_a_finished_runs_last_checkpoint_is_diagnosed(tmp_path):
   present = end["norm"] > 0
   np.testing.assert_allclose(small["weight_step"][present].mean(), 1.0,
                              rtol=1e-6)
+  with pytest.raises(ValueError, match="larger than the validation split"):
+    alignment_diagnosis.diagnose(config, pretrain_dir, 2, 250,
+                                 val_batch=n_val + 1, draws=1)
   learned = alignment_diagnosis._learned_weights(workdir, names)  # pylint: disable=protected-access
   expected = results["policy"]["expected_class_weights"]
   np.testing.assert_array_equal(learned, [expected[n] for n in names])
