@@ -17,6 +17,7 @@ SAMPLES_LOOPS = ("vmap", "unroll")
 # How alignment_ema normalises scores into weights (L2TLOptions).
 ALIGNMENT_NORMALIZATIONS = ("step", "run")
 
+
 @dataclasses.dataclass(frozen=True)
 class L2TLOptions:
   """What the L2TL outer step does. Defaults reproduce the reference.
