@@ -114,7 +114,8 @@ def raise_problems(problems: list[str]) -> None:
   """Raises one ConfigError naming every problem."""
   raise ConfigError(
       f"{len(problems)} config field(s) cannot be used: "
-      + "; ".join(problems) + ". Fix them (--config.FIELD=VALUE) and rerun.")
+      + "; ".join(p.rstrip(".") for p in problems)
+      + ". Fix them (--config.FIELD=VALUE) and rerun.")
 
 
 def config_problems(config: ml_collections.ConfigDict, *,

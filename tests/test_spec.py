@@ -78,6 +78,14 @@ def test_every_problem_is_reported_at_once():
   config.l2tl.reward = "top5"
   with pytest.raises(validation.ConfigError, match="config.l2tl: reward"):
     spec_lib.from_config(config)
+  # A problem that ends its own sentence is not given a second full stop.
+  config = default.get_config()
+  config.l2tl.alignment_normalize = "batch"
+  with pytest.raises(validation.ConfigError) as info:
+    spec_lib.from_config(config)
+  assert str(info.value).endswith(
+      "alignment_normalize must be one of ('step', 'run'), got 'batch'. Fix "
+      "them (--config.FIELD=VALUE) and rerun.")
 
 
 def test_the_joint_batch_sizes_are_the_runs():
