@@ -54,13 +54,13 @@ import numpy as np
 from ml_collections import config_flags
 
 from experiments import cli
-from l2tl_jax import checkpointing
 from l2tl_jax import data
 from l2tl_jax import losses
 from l2tl_jax import models
 from l2tl_jax import outer
 from l2tl_jax import parallel
 from l2tl_jax import run as run_lib
+from l2tl_jax import saved_run
 from l2tl_jax import spec as spec_lib
 
 
@@ -144,34 +144,28 @@ def final_variables(run_dir: str, seed: int) -> tuple[int, Any, Any]:
   """(step, params, model_state) of a finished run's newest checkpoint.
 
   Raises:
-    ValueError: no run in `run_dir`, or one of another seed (its target
-      splits are other draws than the config's).
+    saved_run.RunError: no run in `run_dir`, one of another seed (its
+      target splits are other draws than the config's), no checkpoint, or a
+      damaged newest one.
   """
   try:
     with open(os.path.join(run_dir, "config.json")) as f:
       run_seed = json.load(f).get("seed")
   except (OSError, ValueError) as e:
-    raise ValueError(f"--run_dir={run_dir} holds no readable config.json "
-                     f"({e}); give a run's workdir.") from e
+    raise saved_run.RunError(
+        f"--run_dir={run_dir} holds no readable config.json ({e}); give a "
+        "run's workdir.") from e
   if run_seed != seed:
-    raise ValueError(
+    raise saved_run.RunError(
         f"--run_dir={run_dir} is a run of seed {run_seed}, the config has "
         f"seed {seed}: set --config.seed={run_seed} so the target splits are "
         "the run's.")
   ckpt_dir = os.path.join(run_dir, "checkpoints")
-  if not os.path.isdir(ckpt_dir):
-    raise ValueError(f"{ckpt_dir} does not exist: the run saved no "
-                     "checkpoint.")
-  ckpt = checkpointing.Checkpointer(ckpt_dir)
-  try:
-    step = ckpt.latest_step()
-    problem = ("it holds no checkpoint" if step is None
-               else checkpointing.verify(ckpt.step_dir(step)))
-    if problem is not None:
-      raise ValueError(f"{ckpt_dir}: {problem}.")
-    state, _, _ = ckpt.restore(step, state=None, best=None)
-  finally:
-    ckpt.close()
+  steps = saved_run.checkpoint_steps(ckpt_dir)
+  if not steps:
+    raise saved_run.RunError(f"{ckpt_dir} holds no checkpoint.")
+  # The newest step only: a damaged one is an error, not passed over.
+  step, state, _, _, _ = saved_run.restore_intact(ckpt_dir, steps[:1])
   return step, state["params"], state.get("model_state") or {}
 
 
@@ -203,7 +197,7 @@ def diagnose(config, pretrain_dir: str, score_layers: int, batch_size: int,
     _, saved, saved_state = final_variables(run_dir, spec.seed)
     if (jax.tree.structure(saved) != jax.tree.structure(params)
         or jax.tree.map(np.shape, saved) != jax.tree.map(np.shape, params)):
-      raise ValueError(
+      raise saved_run.RunError(
           f"The checkpoint of --run_dir={run_dir} holds other parameters "
           "than this config's joint model (another benchmark or model?).")
     params = jax.tree.map(jnp.asarray, saved)
@@ -246,7 +240,7 @@ def diagnose(config, pretrain_dir: str, score_layers: int, batch_size: int,
   gs = [total / count]
   if val_batch:
     if val_batch > count:
-      raise ValueError(
+      raise data.DataError(
           f"--val_batch={val_batch} is larger than the validation split "
           f"({count} images); give at most {count}.")
     val = np.concatenate(rows)

@@ -89,7 +89,7 @@ class Run:
     return len(self.class_names)
 
 
-def _checkpoint_steps(directory: str) -> list[int]:
+def checkpoint_steps(directory: str) -> list[int]:
   """The complete steps of a Checkpointer directory, newest first."""
   if not os.path.isdir(directory):
     return []
@@ -173,7 +173,7 @@ def _build_model(model_spec: spec_lib.ModelSpec,
   return model
 
 
-def _restore(ckpt_dir: str, steps: Sequence[int]
+def restore_intact(ckpt_dir: str, steps: Sequence[int]
              ) -> tuple[int, dict[str, Any], tuple[Any, Any], dict, list[str]]:
   """(step, state, best, host, notes) of the newest intact step.
 
@@ -287,7 +287,7 @@ def load_run(workdir: str, *, params: str = "final") -> Run:
   config_path = os.path.join(workdir, "config.json")
   results_path = os.path.join(workdir, "results.json")
   ckpt_dir = os.path.join(workdir, "checkpoints")
-  steps = _checkpoint_steps(ckpt_dir)
+  steps = checkpoint_steps(ckpt_dir)
   finished = os.path.exists(results_path)
   if not steps:
     if finished:
@@ -328,7 +328,8 @@ def load_run(workdir: str, *, params: str = "final") -> Run:
   spec = dataclasses.replace(spec, channels=image_shape[-1])
   model = _build_model(model_spec, image_shape, len(class_names), workdir)
 
-  step, state, best, host, restore_notes = _restore(ckpt_dir, steps)
+  step, state, best, host, restore_notes = restore_intact(ckpt_dir,
+                                                          steps)
   notes += restore_notes
   chosen, model_state, params_step, select_notes = _selected(
       params, step, state, best, host, config, workdir)

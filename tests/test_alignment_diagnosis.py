@@ -6,6 +6,7 @@ import pytest
 
 from experiments import alignment_diagnosis
 from experiments.configs import tiny
+from l2tl_jax import data
 from l2tl_jax import saved_run
 from l2tl_jax import train
 
@@ -46,9 +47,9 @@ def test_a_finished_runs_last_checkpoint_is_diagnosed(tmp_path):
   final = saved_run.load_run(workdir, params="final")
   chex.assert_trees_all_equal(params["encoder"],
                               final.variables["params"]["encoder"])
-  with pytest.raises(ValueError, match="--config.seed=0"):
+  with pytest.raises(saved_run.RunError, match="--config.seed=0"):
     alignment_diagnosis.final_variables(workdir, 1)
-  with pytest.raises(ValueError, match="no readable config.json"):
+  with pytest.raises(saved_run.RunError, match="no readable config.json"):
     alignment_diagnosis.final_variables(str(tmp_path), 0)
 
   pretrain_dir = config.pretrain_cache_dir
@@ -75,7 +76,7 @@ def test_a_finished_runs_last_checkpoint_is_diagnosed(tmp_path):
   present = end["norm"] > 0
   np.testing.assert_allclose(small["weight_step"][present].mean(), 1.0,
                              rtol=1e-6)
-  with pytest.raises(ValueError, match="larger than the validation split"):
+  with pytest.raises(data.DataError, match="larger than the validation split"):
     alignment_diagnosis.diagnose(config, pretrain_dir, 2, 250,
                                  val_batch=n_val + 1, draws=1)
   learned = alignment_diagnosis._learned_weights(workdir, names)  # pylint: disable=protected-access
